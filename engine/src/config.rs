@@ -48,9 +48,7 @@ impl LogConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
-        let bad = |field, value: String, fix| {
-            Err(Error::InvalidConfig { field, value, fix })
-        };
+        let bad = |field, value: String, fix| Err(Error::InvalidConfig { field, value, fix });
         if self.segment_bytes_max < 64 * 1024 || self.segment_bytes_max > u32::MAX as u64 {
             return bad(
                 "segment_bytes_max",
@@ -58,7 +56,7 @@ impl LogConfig {
                 "use a value between 64 KiB and 4 GiB",
             );
         }
-        if self.write_buffer_bytes == 0 || self.write_buffer_bytes % PAGE_BYTES != 0 {
+        if self.write_buffer_bytes == 0 || !self.write_buffer_bytes.is_multiple_of(PAGE_BYTES) {
             return bad(
                 "write_buffer_bytes",
                 self.write_buffer_bytes.to_string(),
@@ -72,7 +70,7 @@ impl LogConfig {
                 "use a value between 1 and 64",
             );
         }
-        if self.preallocate_bytes % PAGE_BYTES as u64 != 0 {
+        if !self.preallocate_bytes.is_multiple_of(PAGE_BYTES as u64) {
             return bad(
                 "preallocate_bytes",
                 self.preallocate_bytes.to_string(),
@@ -80,10 +78,18 @@ impl LogConfig {
             );
         }
         if self.index_interval_bytes == 0 {
-            return bad("index_interval_bytes", "0".into(), "use a positive value such as 4096");
+            return bad(
+                "index_interval_bytes",
+                "0".into(),
+                "use a positive value such as 4096",
+            );
         }
         if self.segment_age_ms_max == 0 {
-            return bad("segment_age_ms_max", "0".into(), "use a positive number of milliseconds");
+            return bad(
+                "segment_age_ms_max",
+                "0".into(),
+                "use a positive number of milliseconds",
+            );
         }
         Ok(())
     }

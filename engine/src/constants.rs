@@ -25,8 +25,8 @@ pub const SCAN_READ_BYTES: usize = 1024 * 1024;
 pub const COLD_READ_BYTES_MIN: usize = 64 * 1024;
 
 const _: () = assert!(PAGE_BYTES.is_power_of_two());
-const _: () = assert!(SCAN_READ_BYTES % PAGE_BYTES == 0);
-const _: () = assert!(COLD_READ_BYTES_MIN % PAGE_BYTES == 0);
+const _: () = assert!(SCAN_READ_BYTES.is_multiple_of(PAGE_BYTES));
+const _: () = assert!(COLD_READ_BYTES_MIN.is_multiple_of(PAGE_BYTES));
 
 /// Round `v` down to a page boundary.
 pub const fn page_down(v: u64) -> u64 {

@@ -9,7 +9,11 @@ pub enum BatchError {
     #[error("batch truncated: need {needed} bytes, have {available}")]
     Truncated { needed: usize, available: usize },
     #[error("batch length {batch_length} is out of range (min {min}, max {max})")]
-    BadLength { batch_length: i64, min: usize, max: usize },
+    BadLength {
+        batch_length: i64,
+        min: usize,
+        max: usize,
+    },
     #[error("unsupported record batch magic {magic} (only v2 is supported)")]
     UnsupportedMagic { magic: i8 },
     #[error("batch CRC32C mismatch: header says {expected:#010x}, bytes give {got:#010x}")]

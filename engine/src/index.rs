@@ -79,7 +79,9 @@ impl Index {
     /// The last entry before which every batch has `maxTimestamp < ts`: the first
     /// batch with `maxTimestamp >= ts` is at or after it. None: scan from the start.
     pub fn floor_timestamp(&self, ts: i64) -> Option<IndexEntry> {
-        let i = self.entries.partition_point(|e| e.max_timestamp_before < ts);
+        let i = self
+            .entries
+            .partition_point(|e| e.max_timestamp_before < ts);
         i.checked_sub(1).map(|i| self.entries[i])
     }
 

@@ -34,8 +34,8 @@ use crate::constants::{page_down, page_up, COLD_READ_BYTES_MIN, PAGE_BYTES, SEGM
 use crate::error::{Error, Result};
 use crate::index::Index;
 use crate::segment::{
-    index_file_name, parse_segment_file_name, scan, segment_file_name, BatchCursor, Segment,
-    SegmentHeader,
+    index_file_name, parse_segment_file_name, scan, segment_file_name, BatchCursor, Next, ScanFrom,
+    Segment, SegmentHeader,
 };
 use crate::signal::{Notify, WakerSet};
 use crate::storage::{Storage, StorageFile, WriteBuffer};
@@ -463,9 +463,10 @@ impl<S: Storage> Log<S> {
                 )
             };
             let (file, path, start_pos, limit, seg_next, end_offset) = target;
-            let batches =
-                read_from_disk(&*file, &path, start_pos, limit, offset, max_bytes, end_offset)
-                    .await?;
+            let batches = read_from_disk(
+                &*file, &path, start_pos, limit, offset, max_bytes, end_offset,
+            )
+            .await?;
             if !batches.is_empty() {
                 // A truncation may have raced this read: never return what it removed.
                 let st = self.inner.state.borrow();
@@ -500,7 +501,12 @@ impl<S: Storage> Log<S> {
                         .index
                         .floor_timestamp(ts)
                         .map_or(SEGMENT_HEADER_BYTES, |e| u64::from(e.position));
-                    (s.file.clone(), s.path.clone(), pos, s.written_pos.min(s.end_pos))
+                    (
+                        s.file.clone(),
+                        s.path.clone(),
+                        pos,
+                        s.written_pos.min(s.end_pos),
+                    )
                 })
                 .collect()
         };
@@ -508,12 +514,12 @@ impl<S: Storage> Log<S> {
             let mut cursor = BatchCursor::new(&*file, &path, pos, limit);
             loop {
                 match cursor.next_batch(COLD_READ_BYTES_MIN).await? {
-                    Ok(Some((h, bytes))) if h.max_timestamp >= ts => {
+                    Next::Batch(h, bytes) if h.max_timestamp >= ts => {
                         return Ok(Some((h.base_offset as u64, bytes)));
                     }
-                    Ok(Some(_)) => continue,
-                    Ok(None) => break,
-                    Err(reason) => {
+                    Next::Batch(..) => continue,
+                    Next::End | Next::Incomplete { .. } => break,
+                    Next::Invalid(reason) => {
                         return Err(Error::Corrupt {
                             path: path.clone(),
                             position: cursor.pos,
@@ -559,14 +565,14 @@ impl<S: Storage> Log<S> {
         // Find the batch boundary before changing anything.
         let (base, file, path, pos, max_ts) = {
             let st = inner.state.borrow();
-            let (&base, seg) = st
-                .segments
-                .range(..=offset)
-                .next_back()
-                .ok_or(Error::InvalidTruncation {
-                    offset,
-                    reason: "no segment holds it",
-                })?;
+            let (&base, seg) =
+                st.segments
+                    .range(..=offset)
+                    .next_back()
+                    .ok_or(Error::InvalidTruncation {
+                        offset,
+                        reason: "no segment holds it",
+                    })?;
             let floor = seg.index.floor_offset((offset - base) as u32);
             (
                 base,
@@ -585,17 +591,17 @@ impl<S: Storage> Log<S> {
             loop {
                 let at = cursor.pos;
                 match cursor.next_batch(COLD_READ_BYTES_MIN).await? {
-                    Ok(Some((h, _))) if h.base_offset as u64 == offset => break (at, max_ts),
-                    Ok(Some((h, _))) if (h.base_offset as u64) < offset => {
+                    Next::Batch(h, _) if h.base_offset as u64 == offset => break (at, max_ts),
+                    Next::Batch(h, _) if (h.base_offset as u64) < offset => {
                         max_ts = max_ts.max(h.max_timestamp);
                     }
-                    Ok(_) => {
+                    Next::Batch(..) | Next::End | Next::Incomplete { .. } => {
                         return Err(Error::InvalidTruncation {
                             offset,
                             reason: "not a batch boundary",
                         })
                     }
-                    Err(reason) => {
+                    Next::Invalid(reason) => {
                         return Err(Error::Corrupt {
                             path,
                             position: at,
@@ -622,9 +628,13 @@ impl<S: Storage> Log<S> {
         // Cut the file: stale bytes past the cut must read back as zeroes, or a
         // later recovery could mistake them for a continuation.
         let io = |op, e| Error::io(op, &path, e);
-        file.truncate(cut_pos).await.map_err(|e| io("truncating", e))?;
+        file.truncate(cut_pos)
+            .await
+            .map_err(|e| io("truncating", e))?;
         let alloc = page_up(cut_pos) + inner.config.preallocate_bytes;
-        file.allocate(alloc).await.map_err(|e| io("preallocating", e))?;
+        file.allocate(alloc)
+            .await
+            .map_err(|e| io("preallocating", e))?;
         file.sync().await.map_err(|e| io("syncing", e))?;
         let was_sealed = inner.state.borrow().segments[&base].sealed;
         if was_sealed {
@@ -638,13 +648,10 @@ impl<S: Storage> Log<S> {
             .map_err(|e| Error::io("syncing", &inner.dir, e))?;
         let carry = load_carry(&*file, &path, cut_pos, inner.config.write_buffer_bytes).await?;
         let mut st = inner.state.borrow_mut();
-        let seg = st
-            .segments
-            .get_mut(&base)
-            .ok_or(Error::InvalidTruncation {
-                offset,
-                reason: "segment vanished",
-            })?;
+        let seg = st.segments.get_mut(&base).ok_or(Error::InvalidTruncation {
+            offset,
+            reason: "segment vanished",
+        })?;
         seg.end_pos = cut_pos;
         seg.written_pos = cut_pos;
         seg.next_offset = offset;
@@ -670,7 +677,10 @@ impl<S: Storage> Log<S> {
             let st = inner.state.borrow();
             let mut total: u64 = st.segments.values().map(|s| s.end_pos).sum();
             let mut doomed = Vec::new();
-            let closed = st.segments.values().take(st.segments.len().saturating_sub(1));
+            let closed = st
+                .segments
+                .values()
+                .take(st.segments.len().saturating_sub(1));
             for seg in closed {
                 if !seg.sealed {
                     break;
@@ -703,12 +713,7 @@ impl<S: Storage> Log<S> {
                 let Some(seg) = st.segments.remove(&base) else {
                     continue;
                 };
-                let start = st
-                    .segments
-                    .keys()
-                    .next()
-                    .copied()
-                    .unwrap_or(st.next_offset);
+                let start = st.segments.keys().next().copied().unwrap_or(st.next_offset);
                 assert!(start <= st.next_offset);
                 st.start_offset = start;
                 st.tail.drop_before(start);
@@ -768,7 +773,10 @@ impl<F: StorageFile> State<F> {
 
     /// Account for one batch (offset already assigned) and copy it into the buffer.
     fn put(&mut self, config: &LogConfig, header: BatchHeader, bytes: Bytes) {
-        assert_eq!(header.base_offset as u64, self.next_offset, "offsets are assigned in order");
+        assert_eq!(
+            header.base_offset as u64, self.next_offset,
+            "offsets are assigned in order"
+        );
         let next = header.last_offset() as u64 + 1;
         self.active().on_append(&header);
         self.tail.push(CachedBatch {
@@ -857,7 +865,10 @@ impl<F: StorageFile> State<F> {
             let Some(w) = self.in_flight.pop_front() else {
                 break;
             };
-            assert!(w.end_offset >= self.written_offset, "written offset is monotonic");
+            assert!(
+                w.end_offset >= self.written_offset,
+                "written offset is monotonic"
+            );
             self.written_offset = w.end_offset;
             if let Some(seg) = self.segments.get_mut(&w.segment) {
                 seg.written_pos = seg.written_pos.max(w.end_pos);
@@ -935,7 +946,7 @@ fn next_step<S: Storage>(inner: &Inner<S>) -> Step<<S::File as StorageFile>::Buf
         }
     }
     let can_issue = st.in_flight.len() < inner.config.writes_in_flight_max
-        && !(st.overlap_guard && !st.in_flight.is_empty());
+        && (!st.overlap_guard || st.in_flight.is_empty());
     if can_issue {
         if st.queue.is_empty() && st.in_flight.is_empty() {
             // The disk is idle: write what there is (adaptive batching).
@@ -954,7 +965,9 @@ fn next_step<S: Storage>(inner: &Inner<S>) -> Step<<S::File as StorageFile>::Buf
             return Step::Issue(chunk);
         }
     }
-    if !st.sync_in_flight && st.sync_wanted > st.durable_offset && st.written_offset > st.durable_offset
+    if !st.sync_in_flight
+        && st.sync_wanted > st.durable_offset
+        && st.written_offset > st.durable_offset
     {
         st.sync_in_flight = true;
         return Step::Sync;
@@ -1010,7 +1023,10 @@ fn requeue<S: Storage>(
     inner.flusher_wake.notify();
 }
 
-async fn write_chunk<S: Storage>(inner: Rc<Inner<S>>, chunk: Chunk<<S::File as StorageFile>::Buffer>) {
+async fn write_chunk<S: Storage>(
+    inner: Rc<Inner<S>>,
+    chunk: Chunk<<S::File as StorageFile>::Buffer>,
+) {
     let (file, path) = {
         let st = inner.state.borrow();
         match st.segments.get(&chunk.segment) {
@@ -1072,7 +1088,8 @@ async fn seal_segment<S: Storage>(inner: &Inner<S>, base: u64) {
                 seg.path.clone(),
                 seg.index_path.clone(),
                 seg.end_pos,
-                seg.index.encode(base, seg.end_pos, seg.next_offset, seg.max_timestamp),
+                seg.index
+                    .encode(base, seg.end_pos, seg.next_offset, seg.max_timestamp),
             )
         })
     };
@@ -1081,7 +1098,9 @@ async fn seal_segment<S: Storage>(inner: &Inner<S>, base: u64) {
             file.truncate(end_pos)
                 .await
                 .map_err(|e| Error::io("truncating", &path, e))?;
-            file.sync().await.map_err(|e| Error::io("syncing", &path, e))?;
+            file.sync()
+                .await
+                .map_err(|e| Error::io("syncing", &path, e))?;
             write_small_file(&*inner.storage, &index_path, &index_bytes).await?;
             inner
                 .storage
@@ -1106,7 +1125,10 @@ async fn seal_segment<S: Storage>(inner: &Inner<S>, base: u64) {
 /// Write a small file through the page-aligned interface, cut to its exact length.
 async fn write_small_file<S: Storage>(storage: &S, path: &Path, bytes: &[u8]) -> Result<()> {
     let io = |op, e| Error::io(op, path, e);
-    let file = storage.open(path, true).await.map_err(|e| io("creating", e))?;
+    let file = storage
+        .open(path, true)
+        .await
+        .map_err(|e| io("creating", e))?;
     file.truncate(0).await.map_err(|e| io("truncating", e))?;
     let aligned = page_up(bytes.len() as u64) as usize;
     let mut buf = file.alloc_buffer(aligned.max(PAGE_BYTES));
@@ -1157,7 +1179,7 @@ async fn read_from_disk<F: StorageFile>(
     loop {
         let at = cursor.pos;
         match cursor.next_batch(hint).await? {
-            Ok(Some((h, bytes))) => {
+            Next::Batch(h, bytes) => {
                 if (h.last_offset() as u64) < offset {
                     continue;
                 }
@@ -1169,8 +1191,9 @@ async fn read_from_disk<F: StorageFile>(
                 total += bytes.len();
                 out.push(bytes);
             }
-            Ok(None) => break,
-            Err(reason) => {
+            // The end of what is written so far; the rest is in the tail cache.
+            Next::End | Next::Incomplete { .. } => break,
+            Next::Invalid(reason) => {
                 return Err(Error::Corrupt {
                     path: path.to_path_buf(),
                     position: at,
@@ -1210,7 +1233,11 @@ async fn load_carry<F: StorageFile>(
     let pos = page_down(end_pos);
     let len = (end_pos - pos) as usize;
     if len == 0 {
-        return Ok(Carry { buf: None, pos, len });
+        return Ok(Carry {
+            buf: None,
+            pos,
+            len,
+        });
     }
     let page = file
         .read_at(pos, PAGE_BYTES)
@@ -1243,11 +1270,16 @@ async fn create_segment<S: Storage>(
 ) -> Result<Segment<S::File>> {
     let path = dir.join(segment_file_name(base_offset));
     let io = |op, e| Error::io(op, &path, e);
-    let file = storage.open(&path, true).await.map_err(|e| io("creating", e))?;
+    let file = storage
+        .open(&path, true)
+        .await
+        .map_err(|e| io("creating", e))?;
     let result = async {
         file.truncate(0).await.map_err(|e| io("truncating", e))?;
         let allocated = SEGMENT_HEADER_BYTES + config.preallocate_bytes;
-        file.allocate(allocated).await.map_err(|e| io("preallocating", e))?;
+        file.allocate(allocated)
+            .await
+            .map_err(|e| io("preallocating", e))?;
         let mut page = file.alloc_buffer(PAGE_BYTES);
         SegmentHeader {
             base_offset,
@@ -1302,7 +1334,10 @@ async fn recover<S: Storage>(
     let names = storage
         .list_dir(dir)
         .map_err(|e| Error::io("listing", dir, e))?;
-    let mut bases: Vec<u64> = names.iter().filter_map(|n| parse_segment_file_name(n)).collect();
+    let mut bases: Vec<u64> = names
+        .iter()
+        .filter_map(|n| parse_segment_file_name(n))
+        .collect();
     bases.sort_unstable();
     let mut segments: BTreeMap<u64, Segment<S::File>> = BTreeMap::new();
     let mut cut = false;
@@ -1310,7 +1345,10 @@ async fn recover<S: Storage>(
         let path = dir.join(segment_file_name(base));
         if cut {
             tracing::warn!(path = %path.display(), "removing a segment past a cut in the log");
-            storage.remove(&path).await.map_err(|e| Error::io("removing", &path, e))?;
+            storage
+                .remove(&path)
+                .await
+                .map_err(|e| Error::io("removing", &path, e))?;
             let _ = storage.remove(&dir.join(index_file_name(base))).await;
             continue;
         }
@@ -1324,7 +1362,10 @@ async fn recover<S: Storage>(
             }
             _ => {
                 tracing::warn!(path = %path.display(), "segment is unreadable or does not continue the log; cutting the log here");
-                storage.remove(&path).await.map_err(|e| Error::io("removing", &path, e))?;
+                storage
+                    .remove(&path)
+                    .await
+                    .map_err(|e| Error::io("removing", &path, e))?;
                 let _ = storage.remove(&dir.join(index_file_name(base))).await;
                 cut = true;
                 if segments.is_empty() {
@@ -1345,9 +1386,7 @@ async fn recover<S: Storage>(
         *segments.keys().next().unwrap_or(&0),
         segments[&last_base].next_offset,
     );
-    let active = segments
-        .get_mut(&last_base)
-        .ok_or(Error::Closed)?;
+    let active = segments.get_mut(&last_base).ok_or(Error::Closed)?;
     if active.sealed {
         // A cut made a sealed segment the last one: reopen it for appends.
         let _ = storage.remove(&active.index_path).await;
@@ -1398,7 +1437,10 @@ async fn open_segment<S: Storage>(
     let path = dir.join(segment_file_name(base));
     let index_path = dir.join(index_file_name(base));
     let io = |op, e| Error::io(op, &path, e);
-    let file = storage.open(&path, false).await.map_err(|e| io("opening", e))?;
+    let file = storage
+        .open(&path, false)
+        .await
+        .map_err(|e| io("opening", e))?;
     let size = file.size().await.map_err(|e| io("sizing", e))?;
     let head = file
         .read_at(0, PAGE_BYTES)
@@ -1442,17 +1484,13 @@ async fn open_segment<S: Storage>(
             tracing::warn!(path = %index_path.display(), "index is invalid; rebuilding it");
         }
     }
-    let outcome = scan(
-        &*seg.file,
-        &path,
-        SEGMENT_HEADER_BYTES,
-        base,
-        size,
-        base,
-        &mut seg.index,
-        i64::MIN,
-    )
-    .await?;
+    let from = ScanFrom {
+        pos: SEGMENT_HEADER_BYTES,
+        next_offset: base,
+        base_offset: base,
+        max_timestamp: i64::MIN,
+    };
+    let outcome = scan(&*seg.file, &path, from, size, &mut seg.index).await?;
     seg.end_pos = outcome.end_pos;
     seg.written_pos = outcome.end_pos;
     seg.next_offset = outcome.next_offset;
@@ -1468,7 +1506,10 @@ async fn open_segment<S: Storage>(
             .await
             .map_err(|e| io("truncating", e))?;
         let alloc = page_up(outcome.end_pos) + config.preallocate_bytes;
-        seg.file.allocate(alloc).await.map_err(|e| io("preallocating", e))?;
+        seg.file
+            .allocate(alloc)
+            .await
+            .map_err(|e| io("preallocating", e))?;
         seg.file.sync().await.map_err(|e| io("syncing", e))?;
         seg.allocated_bytes = alloc;
         let _ = storage.remove(&index_path).await;

@@ -102,10 +102,22 @@ mod tests {
             has_ipc_lock: false,
             needed_bytes: memlock_needed_bytes(2, 10 << 20),
         };
-        let msg = short.warning().expect("8 MiB cannot hold 60 MiB of buffers");
+        let msg = short
+            .warning()
+            .expect("8 MiB cannot hold 60 MiB of buffers");
         assert!(msg.contains("RLIMIT_MEMLOCK") && msg.contains("LimitMEMLOCK"));
-        assert!(MemlockReport { has_ipc_lock: true, ..short }.warning().is_none());
-        assert!(MemlockReport { soft_bytes: u64::MAX, ..short }.warning().is_none());
+        assert!(MemlockReport {
+            has_ipc_lock: true,
+            ..short
+        }
+        .warning()
+        .is_none());
+        assert!(MemlockReport {
+            soft_bytes: u64::MAX,
+            ..short
+        }
+        .warning()
+        .is_none());
     }
 
     #[test]

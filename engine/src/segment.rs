@@ -7,7 +7,9 @@ use std::rc::Rc;
 use bytes::Bytes;
 
 use crate::batch::{self, BatchHeader, LOG_OVERHEAD_BYTES};
-use crate::constants::{page_down, page_up, PAGE_BYTES, SCAN_READ_BYTES, SEGMENT_FORMAT_VERSION, SEGMENT_HEADER_BYTES};
+use crate::constants::{
+    page_down, page_up, PAGE_BYTES, SCAN_READ_BYTES, SEGMENT_FORMAT_VERSION, SEGMENT_HEADER_BYTES,
+};
 use crate::error::{Error, Result};
 use crate::index::Index;
 use crate::storage::StorageFile;
@@ -128,6 +130,17 @@ impl<F> Segment<F> {
     }
 }
 
+/// A batch boundary to scan from.
+#[derive(Debug, Clone, Copy)]
+pub struct ScanFrom {
+    pub pos: u64,
+    pub next_offset: u64,
+    /// Base offset of the segment (index entries are relative to it).
+    pub base_offset: u64,
+    /// Largest batch timestamp before `pos`.
+    pub max_timestamp: i64,
+}
+
 /// Where a scan stopped and what it found.
 #[derive(Debug)]
 pub struct ScanOutcome {
@@ -137,6 +150,19 @@ pub struct ScanOutcome {
     /// Why the scan stopped before `limit_pos`, when data there was not a valid
     /// continuation (torn or corrupt); None at a clean end (zeroes or `limit_pos`).
     pub stopped_because: Option<String>,
+}
+
+/// What a [`BatchCursor`] found at its position.
+#[derive(Debug)]
+pub enum Next {
+    /// A whole batch whose CRC checks out.
+    Batch(BatchHeader, Bytes),
+    /// Zeroes or the limit: no more data.
+    End,
+    /// A batch header whose batch runs past the limit (torn, or not yet written).
+    Incomplete { size: usize },
+    /// Bytes that are not a valid batch.
+    Invalid(String),
 }
 
 /// A cursor over the batches of a file, reading aligned chunks.
@@ -185,36 +211,31 @@ impl<'f, F: StorageFile> BatchCursor<'f, F> {
         Ok(end <= self.chunk_pos + self.chunk.len() as u64)
     }
 
-    /// The next batch: Ok(Some) when a complete batch with a valid CRC is at `pos`,
-    /// Ok(None) at a clean end, Err(reason) when the bytes there are not a valid batch.
-    /// Advances past the returned batch.
-    pub async fn next_batch(
-        &mut self,
-        read_hint: usize,
-    ) -> Result<std::result::Result<Option<(BatchHeader, Bytes)>, String>> {
+    /// The next batch at `pos`, advancing past it when it is whole and valid.
+    pub async fn next_batch(&mut self, read_hint: usize) -> Result<Next> {
         if !self.ensure(LOG_OVERHEAD_BYTES, read_hint).await? {
-            return Ok(Ok(None));
+            return Ok(Next::End);
         }
         let at = (self.pos - self.chunk_pos) as usize;
         let head = &self.chunk[at..at + LOG_OVERHEAD_BYTES];
         if head.iter().all(|&b| b == 0) {
-            return Ok(Ok(None));
+            return Ok(Next::End);
         }
         let size = match batch::peek_size(head) {
             Ok(size) => size,
-            Err(e) => return Ok(Err(e.to_string())),
+            Err(e) => return Ok(Next::Invalid(e.to_string())),
         };
         if !self.ensure(size, read_hint).await? {
-            return Ok(Err(format!("batch of {size} bytes runs past the end of the data")));
+            return Ok(Next::Incomplete { size });
         }
         let at = (self.pos - self.chunk_pos) as usize;
         let bytes = self.chunk.slice(at..at + size);
         match batch::validate(&bytes) {
             Ok(header) => {
                 self.pos += size as u64;
-                Ok(Ok(Some((header, bytes))))
+                Ok(Next::Batch(header, bytes))
             }
-            Err(e) => Ok(Err(e.to_string())),
+            Err(e) => Ok(Next::Invalid(e.to_string())),
         }
     }
 }
@@ -225,19 +246,27 @@ impl<'f, F: StorageFile> BatchCursor<'f, F> {
 pub async fn scan<F: StorageFile>(
     file: &F,
     path: &Path,
-    mut pos: u64,
-    mut next_offset: u64,
+    from: ScanFrom,
     limit_pos: u64,
-    base_offset: u64,
     index: &mut Index,
-    mut max_timestamp: i64,
 ) -> Result<ScanOutcome> {
+    let ScanFrom {
+        mut pos,
+        mut next_offset,
+        base_offset,
+        mut max_timestamp,
+    } = from;
     let mut cursor = BatchCursor::new(file, path, pos, limit_pos);
     let stopped_because = loop {
         match cursor.next_batch(SCAN_READ_BYTES).await? {
-            Ok(None) => break None,
-            Err(reason) => break Some(reason),
-            Ok(Some((header, _))) => {
+            Next::End => break None,
+            Next::Invalid(reason) => break Some(reason),
+            Next::Incomplete { size } => {
+                break Some(format!(
+                    "batch of {size} bytes runs past the end of the data"
+                ))
+            }
+            Next::Batch(header, _) => {
                 if header.base_offset as u64 != next_offset {
                     break Some(format!(
                         "batch base offset {} does not continue the log at {next_offset}",

@@ -94,7 +94,8 @@ impl TailCache {
         let mut out = Vec::new();
         let mut total = 0;
         for b in self.batches.range(start..) {
-            if b.base_offset >= end_offset || (!out.is_empty() && total + b.bytes.len() > max_bytes) {
+            if b.base_offset >= end_offset || (!out.is_empty() && total + b.bytes.len() > max_bytes)
+            {
                 break;
             }
             total += b.bytes.len();

@@ -71,9 +71,7 @@ impl DmaStorage {
             });
         }
         let _ = file.close().await;
-        Ok(Self {
-            buffered: on_tmpfs,
-        })
+        Ok(Self { buffered: on_tmpfs })
     }
 
     /// True when the files are not opened with O_DIRECT (tmpfs fallback).
@@ -166,13 +164,13 @@ impl StorageFile for DmaSegmentFile {
     type Buffer = DmaBuffer;
 
     fn alloc_buffer(&self, len: usize) -> DmaBuffer {
-        debug_assert!(len % PAGE_BYTES == 0);
+        debug_assert!(len.is_multiple_of(PAGE_BYTES));
         self.file.alloc_dma_buffer(len)
     }
 
     async fn write_at(&self, buf: Rc<DmaBuffer>, pos: u64) -> io::Result<()> {
         let len = buf.len();
-        debug_assert!(len % PAGE_BYTES == 0 && pos % PAGE_BYTES as u64 == 0);
+        debug_assert!(len.is_multiple_of(PAGE_BYTES) && pos.is_multiple_of(PAGE_BYTES as u64));
         let written = self.file.write_rc_at(buf, pos).await.map_err(glommio_io)?;
         if written != len {
             // O_DIRECT writes to a regular file are all-or-nothing unless the disk
@@ -183,7 +181,7 @@ impl StorageFile for DmaSegmentFile {
     }
 
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<Bytes> {
-        debug_assert!(len % PAGE_BYTES == 0 && pos % PAGE_BYTES as u64 == 0);
+        debug_assert!(len.is_multiple_of(PAGE_BYTES) && pos.is_multiple_of(PAGE_BYTES as u64));
         let read = self
             .file
             .read_at_aligned(pos, len)
@@ -197,10 +195,7 @@ impl StorageFile for DmaSegmentFile {
     }
 
     async fn allocate(&self, len: u64) -> io::Result<()> {
-        self.file
-            .pre_allocate(len, false)
-            .await
-            .map_err(glommio_io)
+        self.file.pre_allocate(len, false).await.map_err(glommio_io)
     }
 
     async fn truncate(&self, len: u64) -> io::Result<()> {

@@ -97,7 +97,7 @@ impl SimStorage {
                     1 => {}
                     _ => {
                         for (i, sector) in data.chunks(SECTOR_BYTES).enumerate() {
-                            if rng() % 2 == 0 {
+                            if rng().is_multiple_of(2) {
                                 apply(&mut content, pos + i * SECTOR_BYTES, sector);
                             }
                         }
@@ -187,8 +187,7 @@ pub struct SimFile {
 impl SimFile {
     fn check_alive(&self) -> io::Result<()> {
         if self.disk.borrow().generation != self.generation {
-            return Err(io::Error::new(
-                io::ErrorKind::Other,
+            return Err(io::Error::other(
                 "simulated disk crashed: stale file handle",
             ));
         }
@@ -197,7 +196,7 @@ impl SimFile {
 }
 
 fn check_aligned(pos: u64, len: usize) -> io::Result<()> {
-    if pos % PAGE_BYTES as u64 != 0 || len % PAGE_BYTES != 0 {
+    if !pos.is_multiple_of(PAGE_BYTES as u64) || !len.is_multiple_of(PAGE_BYTES) {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     }
     Ok(())
