@@ -35,6 +35,7 @@ pub struct SealedIndex {
     pub segment_bytes: u64,
     pub next_offset: u64,
     pub max_timestamp: i64,
+    pub created_ms: i64,
 }
 
 impl Index {
@@ -101,6 +102,7 @@ impl Index {
         segment_bytes: u64,
         next_offset: u64,
         max_timestamp: i64,
+        created_ms: i64,
     ) -> Vec<u8> {
         let mut out = Vec::with_capacity(INDEX_HEADER_BYTES + self.entries.len() * 16);
         out.extend_from_slice(INDEX_MAGIC);
@@ -113,7 +115,7 @@ impl Index {
         out.extend_from_slice(&max_timestamp.to_le_bytes());
         out.extend_from_slice(&[0u8; 4]); // crc, filled below
         out.extend_from_slice(&self.interval_bytes.to_le_bytes());
-        out.extend_from_slice(&[0u8; 8]);
+        out.extend_from_slice(&created_ms.to_le_bytes());
         debug_assert_eq!(out.len(), INDEX_HEADER_BYTES);
         for e in &self.entries {
             out.extend_from_slice(&e.relative_offset.to_le_bytes());
@@ -180,6 +182,7 @@ impl Index {
             segment_bytes,
             next_offset,
             max_timestamp,
+            created_ms: u64_at(56) as i64,
         })
     }
 }
@@ -208,10 +211,11 @@ mod tests {
         assert!(idx.floor_offset(0).is_none());
         let t = idx.floor_timestamp(55);
         assert!(t.map_or(true, |e| e.max_timestamp_before < 55));
-        let bytes = idx.encode(1000, 5000, 1020, 100);
+        let bytes = idx.encode(1000, 5000, 1020, 100, 77);
         let back = Index::decode(&bytes, 1000).expect("round trip");
         assert_eq!(back.index.entries(), idx.entries());
         assert_eq!(back.next_offset, 1020);
+        assert_eq!(back.created_ms, 77);
         assert!(Index::decode(&bytes, 999).is_none(), "wrong base offset");
         let mut bad = bytes.clone();
         bad[INDEX_HEADER_BYTES + 3] ^= 1;

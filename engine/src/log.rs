@@ -1088,8 +1088,13 @@ async fn seal_segment<S: Storage>(inner: &Inner<S>, base: u64) {
                 seg.path.clone(),
                 seg.index_path.clone(),
                 seg.end_pos,
-                seg.index
-                    .encode(base, seg.end_pos, seg.next_offset, seg.max_timestamp),
+                seg.index.encode(
+                    base,
+                    seg.end_pos,
+                    seg.next_offset,
+                    seg.max_timestamp,
+                    seg.created_ms,
+                ),
             )
         })
     };
@@ -1437,11 +1442,48 @@ async fn open_segment<S: Storage>(
     let path = dir.join(segment_file_name(base));
     let index_path = dir.join(index_file_name(base));
     let io = |op, e| Error::io(op, &path, e);
-    let file = storage
-        .open(&path, false)
-        .await
-        .map_err(|e| io("opening", e))?;
+    let file = Rc::new(
+        storage
+            .open(&path, false)
+            .await
+            .map_err(|e| io("opening", e))?,
+    );
     let size = file.size().await.map_err(|e| io("sizing", e))?;
+    let blank = |created_ms| Segment {
+        base_offset: base,
+        path: path.clone(),
+        index_path: index_path.clone(),
+        file: file.clone(),
+        created_ms,
+        end_pos: SEGMENT_HEADER_BYTES,
+        written_pos: SEGMENT_HEADER_BYTES,
+        next_offset: base,
+        max_timestamp: i64::MIN,
+        index: Index::new(config.index_interval_bytes),
+        allocated_bytes: size,
+        sealed: false,
+    };
+    if !is_last {
+        // A sealed segment with a valid index is trusted without reading the segment:
+        // this keeps recovery independent of the log's size.
+        if let Some(bytes) = read_small_file(storage, &index_path).await {
+            match Index::decode(&bytes, base) {
+                Some(sealed) if sealed.segment_bytes == size => {
+                    let mut seg = blank(sealed.created_ms);
+                    seg.index = sealed.index;
+                    seg.end_pos = size;
+                    seg.written_pos = size;
+                    seg.next_offset = sealed.next_offset;
+                    seg.max_timestamp = sealed.max_timestamp;
+                    seg.sealed = true;
+                    return Ok(Some(seg));
+                }
+                _ => {
+                    tracing::warn!(path = %index_path.display(), "index is invalid; rebuilding it")
+                }
+            }
+        }
+    }
     let head = file
         .read_at(0, PAGE_BYTES)
         .await
@@ -1454,36 +1496,7 @@ async fn open_segment<S: Storage>(
             return Ok(None);
         }
     };
-    let mut seg = Segment {
-        base_offset: base,
-        path: path.clone(),
-        index_path: index_path.clone(),
-        file: Rc::new(file),
-        created_ms: header.created_ms,
-        end_pos: SEGMENT_HEADER_BYTES,
-        written_pos: SEGMENT_HEADER_BYTES,
-        next_offset: base,
-        max_timestamp: i64::MIN,
-        index: Index::new(config.index_interval_bytes),
-        allocated_bytes: size,
-        sealed: false,
-    };
-    if !is_last {
-        if let Some(bytes) = read_small_file(storage, &index_path).await {
-            if let Some(sealed) = Index::decode(&bytes, base) {
-                if sealed.segment_bytes == size {
-                    seg.index = sealed.index;
-                    seg.end_pos = size;
-                    seg.written_pos = size;
-                    seg.next_offset = sealed.next_offset;
-                    seg.max_timestamp = sealed.max_timestamp;
-                    seg.sealed = true;
-                    return Ok(Some(seg));
-                }
-            }
-            tracing::warn!(path = %index_path.display(), "index is invalid; rebuilding it");
-        }
-    }
+    let mut seg = blank(header.created_ms);
     let from = ScanFrom {
         pos: SEGMENT_HEADER_BYTES,
         next_offset: base,
@@ -1516,9 +1529,13 @@ async fn open_segment<S: Storage>(
         return Ok(Some(seg));
     }
     // A whole closed segment whose index was missing or bad: rebuild the index.
-    let bytes = seg
-        .index
-        .encode(base, seg.end_pos, seg.next_offset, seg.max_timestamp);
+    let bytes = seg.index.encode(
+        base,
+        seg.end_pos,
+        seg.next_offset,
+        seg.max_timestamp,
+        seg.created_ms,
+    );
     if let Err(e) = write_small_file(storage, &index_path, &bytes).await {
         tracing::warn!(error = %e, "could not rewrite an index; it will be rebuilt again next time");
     }

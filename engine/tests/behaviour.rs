@@ -9,7 +9,7 @@ use std::rc::Rc;
 
 use bytes::BytesMut;
 use common::*;
-use strand_engine::{batch, BatchError, DmaStorage, Error, Log, LogConfig, SimStorage};
+use strand_engine::{batch, BatchError, DmaStorage, Error, Log, LogConfig, SimStorage, Storage};
 
 #[test]
 fn bad_batches_are_refused_with_typed_errors_and_nothing_is_written() {
@@ -318,4 +318,106 @@ fn bad_config_names_the_field_and_the_fix() {
         msg.contains("write_buffer_bytes") && msg.contains("4096"),
         "{msg}"
     );
+}
+
+#[test]
+fn recovery_reads_only_the_active_segment_whatever_the_log_size() {
+    run(|| async {
+        let storage = Rc::new(SimStorage::new());
+        let cfg = LogConfig {
+            segment_bytes_max: 64 * 1024,
+            preallocate_bytes: 64 * 1024,
+            ..LogConfig::default()
+        };
+        let dir = Path::new("/sim/recovery");
+        let mut read_per_open = Vec::new();
+        let mut next = 0u64;
+        for round in 0..3 {
+            let log = Log::open(storage.clone(), dir, cfg.clone())
+                .await
+                .expect("open");
+            // Each round adds ~20 segments.
+            for _ in 0..1300 {
+                log.append(make_batch(next, 1, 1000, 5))
+                    .await
+                    .expect("append");
+                next += 1;
+            }
+            log.close().await.expect("close");
+            let before = storage.read_bytes();
+            let log = Log::open(storage.clone(), dir, cfg.clone())
+                .await
+                .expect("reopen");
+            let read = storage.read_bytes() - before;
+            let index_bytes: usize = storage
+                .files()
+                .iter()
+                .filter(|p| p.extension().is_some_and(|e| e == "index"))
+                .filter_map(|p| storage.file_len(p))
+                .sum();
+            read_per_open.push(read - index_bytes as u64);
+            assert!(log.stats().segments >= 20 * (round + 1));
+            drop(log);
+        }
+        // Apart from the small index files, recovery reads only the active segment
+        // (its header page and one scan chunk), however many segments the log has.
+        let bound = strand_engine::constants::SCAN_READ_BYTES as u64 + 4096;
+        for read in &read_per_open {
+            assert!(
+                *read <= bound,
+                "read {read} bytes besides indexes: {read_per_open:?}"
+            );
+        }
+        assert_eq!(
+            read_per_open[0], read_per_open[2],
+            "recovery work grew with the log"
+        );
+    });
+}
+
+#[test]
+fn missing_or_corrupt_indexes_are_rebuilt() {
+    run(|| async {
+        let storage = Rc::new(SimStorage::new());
+        let cfg = LogConfig {
+            segment_bytes_max: 64 * 1024,
+            index_interval_bytes: 512,
+            tail_cache_bytes: 0,
+            ..LogConfig::default()
+        };
+        let dir = Path::new("/sim/reindex");
+        let log = Log::open(storage.clone(), dir, cfg.clone())
+            .await
+            .expect("open");
+        for i in 0..400u64 {
+            log.append(make_batch(i, 1, 500, 100 + i as i64))
+                .await
+                .expect("append");
+        }
+        log.close().await.expect("close");
+        let indexes: Vec<_> = storage
+            .files()
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "index"))
+            .collect();
+        assert!(indexes.len() >= 3, "{indexes:?}");
+        storage.remove(&indexes[0]).await.expect("remove an index");
+        storage.corrupt(&indexes[1], 70);
+        let log = Log::open(storage.clone(), dir, cfg).await.expect("reopen");
+        assert!(
+            storage.file_len(&indexes[0]).is_some(),
+            "missing index rewritten"
+        );
+        for offset in [0u64, 37, 150, 399] {
+            let got = log.read(offset, 1).await.expect("read");
+            let h = batch::validate(&got[0]).expect("valid");
+            assert_eq!(h.base_offset as u64, offset);
+        }
+        let found = log
+            .find_by_timestamp(250)
+            .await
+            .expect("lookup")
+            .map(|(o, _)| o);
+        assert_eq!(found, Some(150));
+    });
 }

@@ -34,6 +34,7 @@ struct Disk {
     /// Bumped by every crash; handles from before a crash fail.
     generation: u64,
     syncs: u64,
+    read_bytes: u64,
 }
 
 impl Disk {
@@ -79,6 +80,11 @@ impl SimStorage {
     /// Number of completed syncs so far.
     pub fn sync_count(&self) -> u64 {
         self.disk.borrow().syncs
+    }
+
+    /// Bytes returned by reads so far.
+    pub fn read_bytes(&self) -> u64 {
+        self.disk.borrow().read_bytes
     }
 
     /// Simulate power loss: every write not covered by a completed sync is kept,
@@ -150,6 +156,9 @@ fn fastrand_lite(seed: u64) -> impl FnMut() -> u64 {
 }
 
 fn apply(content: &mut Vec<u8>, pos: usize, data: &[u8]) {
+    if data.is_empty() {
+        return;
+    }
     if content.len() < pos + data.len() {
         content.resize(pos + data.len(), 0);
     }
@@ -284,6 +293,7 @@ impl StorageFile for SimFile {
         let f = self.data.borrow();
         let start = (pos as usize).min(f.current.len());
         let end = (pos as usize + len).min(f.current.len());
+        self.disk.borrow_mut().read_bytes += (end - start) as u64;
         Ok(Bytes::copy_from_slice(&f.current[start..end]))
     }
 
@@ -291,8 +301,10 @@ impl StorageFile for SimFile {
         futures_lite::future::yield_now().await;
         self.check_alive()?;
         let mut f = self.data.borrow_mut();
-        f.durable = f.current.clone();
-        f.unsynced.clear();
+        for (pos, data) in std::mem::take(&mut f.unsynced) {
+            apply(&mut f.durable, pos as usize, &data);
+        }
+        debug_assert!(f.durable == f.current);
         self.disk.borrow_mut().syncs += 1;
         Ok(())
     }
