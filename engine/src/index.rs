@@ -210,7 +210,7 @@ mod tests {
         assert!(e.relative_offset <= 9);
         assert!(idx.floor_offset(0).is_none());
         let t = idx.floor_timestamp(55);
-        assert!(t.map_or(true, |e| e.max_timestamp_before < 55));
+        assert!(t.is_none_or(|e| e.max_timestamp_before < 55));
         let bytes = idx.encode(1000, 5000, 1020, 100, 77);
         let back = Index::decode(&bytes, 1000).expect("round trip");
         assert_eq!(back.index.entries(), idx.entries());

@@ -448,25 +448,25 @@ impl<S: Storage> Log<S> {
                 let Some((_, seg)) = st.segments.range(..=offset).next_back() else {
                     return Ok(Vec::new());
                 };
-                let limit = seg.written_pos;
-                let start_pos = seg
-                    .index
-                    .floor_offset((offset - seg.base_offset) as u32)
-                    .map_or(SEGMENT_HEADER_BYTES, |e| u64::from(e.position));
+                let floor = seg.index.floor_offset((offset - seg.base_offset) as u32);
+                let at = ColdRead {
+                    start_pos: floor.map_or(SEGMENT_HEADER_BYTES, |e| u64::from(e.position)),
+                    start_offset: floor.map_or(seg.base_offset, |e| {
+                        seg.base_offset + u64::from(e.relative_offset)
+                    }),
+                    limit_pos: seg.written_pos,
+                    sealed: seg.sealed,
+                };
                 (
                     seg.file.clone(),
                     seg.path.clone(),
-                    start_pos,
-                    limit,
+                    at,
                     seg.next_offset,
                     end_offset,
                 )
             };
-            let (file, path, start_pos, limit, seg_next, end_offset) = target;
-            let batches = read_from_disk(
-                &*file, &path, start_pos, limit, offset, max_bytes, end_offset,
-            )
-            .await?;
+            let (file, path, at, seg_next, end_offset) = target;
+            let batches = read_from_disk(&*file, &path, at, offset, max_bytes, end_offset).await?;
             if !batches.is_empty() {
                 // A truncation may have raced this read: never return what it removed.
                 let st = self.inner.state.borrow();
@@ -1168,23 +1168,52 @@ async fn remove_segment_files<S: Storage>(storage: &S, seg: &Segment<S::File>) -
 }
 
 /// Read whole, verified batches from a segment file.
+/// Where a cold read starts and stops within one segment.
+struct ColdRead {
+    /// A batch boundary at or before the wanted offset (from the index).
+    start_pos: u64,
+    /// Base offset of the batch at `start_pos`.
+    start_offset: u64,
+    /// Readable end of the segment.
+    limit_pos: u64,
+    /// The segment is sealed: its data must run exactly to `limit_pos`.
+    sealed: bool,
+}
+
+/// Read whole, verified batches from a segment file: each batch's CRC is checked and
+/// its base offset must continue the previous one (the CRC does not cover it).
 async fn read_from_disk<F: StorageFile>(
     file: &F,
     path: &Path,
-    start_pos: u64,
-    limit_pos: u64,
+    at: ColdRead,
     offset: u64,
     max_bytes: usize,
     end_offset: u64,
 ) -> Result<Vec<Bytes>> {
     let hint = page_up(max_bytes.max(COLD_READ_BYTES_MIN) as u64) as usize;
-    let mut cursor = BatchCursor::new(file, path, start_pos, limit_pos);
+    let mut cursor = BatchCursor::new(file, path, at.start_pos, at.limit_pos);
+    let mut expected = at.start_offset;
     let mut out = Vec::new();
     let mut total = 0;
+    let corrupt = |position, reason: String| Error::Corrupt {
+        path: path.to_path_buf(),
+        position,
+        reason,
+    };
     loop {
-        let at = cursor.pos;
+        let at_pos = cursor.pos;
         match cursor.next_batch(hint).await? {
             Next::Batch(h, bytes) => {
+                if h.base_offset as u64 != expected {
+                    return Err(corrupt(
+                        at_pos,
+                        format!(
+                            "batch base offset {} where {expected} was due",
+                            h.base_offset
+                        ),
+                    ));
+                }
+                expected = h.last_offset() as u64 + 1;
                 if (h.last_offset() as u64) < offset {
                     continue;
                 }
@@ -1197,14 +1226,12 @@ async fn read_from_disk<F: StorageFile>(
                 out.push(bytes);
             }
             // The end of what is written so far; the rest is in the tail cache.
-            Next::End | Next::Incomplete { .. } => break,
-            Next::Invalid(reason) => {
-                return Err(Error::Corrupt {
-                    path: path.to_path_buf(),
-                    position: at,
-                    reason,
-                })
+            Next::End | Next::Incomplete { .. } if !at.sealed => break,
+            Next::End if at_pos >= at.limit_pos => break,
+            Next::End | Next::Incomplete { .. } => {
+                return Err(corrupt(at_pos, "sealed segment data ends early".into()))
             }
+            Next::Invalid(reason) => return Err(corrupt(at_pos, reason)),
         }
     }
     Ok(out)
@@ -1511,8 +1538,10 @@ async fn open_segment<S: Storage>(
     if let Some(reason) = &outcome.stopped_because {
         tracing::warn!(path = %path.display(), position = outcome.end_pos, reason = %reason, "torn or corrupt batch: truncating the log here");
     }
-    let whole = outcome.stopped_because.is_none() && (is_last || outcome.end_pos == size);
-    if is_last || !whole {
+    // A closed segment whose scan ended cleanly is whole even when its file is
+    // longer (a seal that failed to cut the preallocated zeroes); one that ended at
+    // a torn or corrupt batch ends the log.
+    if is_last || outcome.stopped_because.is_some() {
         // Cut stale or torn bytes so they read back as zeroes, then re-preallocate.
         seg.file
             .truncate(outcome.end_pos)
@@ -1528,7 +1557,15 @@ async fn open_segment<S: Storage>(
         let _ = storage.remove(&index_path).await;
         return Ok(Some(seg));
     }
-    // A whole closed segment whose index was missing or bad: rebuild the index.
+    // A whole closed segment whose index was missing or bad: finish its seal.
+    if outcome.end_pos < size {
+        seg.file
+            .truncate(outcome.end_pos)
+            .await
+            .map_err(|e| io("truncating", e))?;
+        seg.file.sync().await.map_err(|e| io("syncing", e))?;
+        seg.allocated_bytes = outcome.end_pos;
+    }
     let bytes = seg.index.encode(
         base,
         seg.end_pos,
