@@ -154,6 +154,8 @@ struct Inner<S: Storage> {
     flusher_wake: Notify,
     waiters: WakerSet,
     append_lock: Semaphore,
+    /// (retention_bytes, retention_ms): changeable while the log is open.
+    retention: std::cell::Cell<(Option<u64>, Option<u64>)>,
 }
 
 /// A partition log. See the module documentation.
@@ -187,6 +189,7 @@ impl<S: Storage> Log<S> {
             .await
             .map_err(|e| Error::io("creating", dir, e))?;
         let state = recover(&*storage, dir, &config, &clock).await?;
+        let retention = (config.retention_bytes, config.retention_ms);
         let inner = Rc::new(Inner {
             storage,
             dir: dir.to_path_buf(),
@@ -196,6 +199,7 @@ impl<S: Storage> Log<S> {
             flusher_wake: Notify::default(),
             waiters: WakerSet::default(),
             append_lock: Semaphore::new(1),
+            retention: std::cell::Cell::new(retention),
         });
         let flusher = glommio::spawn_local(flusher(inner.clone()));
         Ok(Self {
@@ -225,6 +229,46 @@ impl<S: Storage> Log<S> {
     /// Every offset below this survives a crash.
     pub fn durable_offset(&self) -> u64 {
         self.inner.state.borrow().durable_offset
+    }
+
+    /// Change the retention limits (applied by the next [`Self::apply_retention`]).
+    pub fn set_retention(&self, retention_bytes: Option<u64>, retention_ms: Option<u64>) {
+        self.inner.retention.set((retention_bytes, retention_ms));
+    }
+
+    /// Ask for everything appended so far to become durable, without waiting.
+    pub fn request_durable(&self) {
+        let mut st = self.inner.state.borrow_mut();
+        if st.sync_wanted < st.next_offset {
+            st.sync_wanted = st.next_offset;
+            drop(st);
+            self.inner.flusher_wake.notify();
+        }
+    }
+
+    /// Base offset of the active segment: recovery scans from here.
+    pub fn active_segment_base(&self) -> u64 {
+        self.inner.state.borrow().active_base()
+    }
+
+    /// Wait until the durable offset moves past `offset` or `deadline` passes.
+    /// Returns the durable offset then.
+    pub async fn wait_durable_past(&self, offset: u64, deadline: std::time::Instant) -> u64 {
+        let inner = &self.inner;
+        let timeout = async {
+            glommio::timer::sleep(deadline.saturating_duration_since(std::time::Instant::now()))
+                .await;
+        };
+        let wait = poll_fn(|cx| {
+            let st = inner.state.borrow();
+            if st.durable_offset > offset || st.failure.is_some() || st.closed {
+                return Poll::Ready(());
+            }
+            inner.waiters.register(cx.waker());
+            Poll::Pending
+        });
+        futures_lite::future::or(wait, timeout).await;
+        self.durable_offset()
     }
 
     pub fn stats(&self) -> LogStats {
@@ -690,14 +734,9 @@ impl<S: Storage> Log<S> {
                 } else {
                     seg.max_timestamp
                 };
-                let too_old = inner
-                    .config
-                    .retention_ms
-                    .is_some_and(|ms| now - newest > ms as i64);
-                let too_big = inner
-                    .config
-                    .retention_bytes
-                    .is_some_and(|max| total - seg.end_pos >= max);
+                let (retention_bytes, retention_ms) = inner.retention.get();
+                let too_old = retention_ms.is_some_and(|ms| now - newest > ms as i64);
+                let too_big = retention_bytes.is_some_and(|max| total - seg.end_pos >= max);
                 if !(too_old || too_big) {
                     break;
                 }

@@ -1,1 +1,10 @@
-//! Placeholder: this crate's issue has not landed yet.
+//! The Strand node: shards, the Kafka API, and (later) replication and cluster
+//! state. See ARCHITECTURE.md for which core owns what.
+
+pub mod config;
+pub mod kafka;
+pub mod partition;
+pub mod router;
+pub mod server;
+pub mod shard;
+pub mod topics;

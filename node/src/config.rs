@@ -1,0 +1,1384 @@
+//! The configuration of the `strand-node` binary.
+//!
+//! Every setting has a built-in default, so the node runs with no arguments at all.
+//! The layers, strongest first: command-line flags, `STRAND_*` environment variables,
+//! the TOML file named by `--config` / `STRAND_CONFIG`, the defaults. clap resolves
+//! flags over environment variables (every flag carries `env = ...`); [`NodeConfig`]
+//! then lays the result over the file and the defaults and validates everything once.
+//!
+//! An example file (every key is optional; unknown keys are errors):
+//!
+//! ```toml
+//! node_id = 0
+//! cluster_id = "strand-dev"
+//! data_dir = "./strand-data"
+//! kafka_addr = "0.0.0.0:9092"
+//! advertised_kafka_addr = "strand-0.strand:9092"
+//! cores = "0-3"            # or a shard count: cores = 4
+//! auto_create_topics = true
+//! default_partitions = 1
+//! max_message_bytes = 1048588
+//! request_bytes_max = 104857600
+//! connections_max = 10000
+//! io_memory_bytes = 16777216
+//! allow_tmpfs = false
+//!
+//! [log]
+//! segment_bytes_max = 134217728
+//! retention_ms = 604800000   # -1: no time limit
+//! retention_bytes = -1       # -1: no size limit
+//! ```
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use serde::Deserialize;
+use strand_engine::constants::BATCH_BYTES_MAX;
+use strand_engine::LogConfig;
+
+const KIB: usize = 1024;
+const MIB: usize = 1024 * 1024;
+const GIB: usize = 1024 * 1024 * 1024;
+
+const NODE_ID_DEFAULT: u32 = 0;
+const CLUSTER_ID_DEFAULT: &str = "strand-dev";
+const DATA_DIR_DEFAULT: &str = "./strand-data";
+const KAFKA_ADDR_DEFAULT: &str = "127.0.0.1:9092";
+const AUTO_CREATE_TOPICS_DEFAULT: bool = true;
+const DEFAULT_PARTITIONS_DEFAULT: u32 = 1;
+/// Kafka's `message.max.bytes` default.
+const MAX_MESSAGE_BYTES_DEFAULT: usize = 1_048_588;
+/// Kafka's `socket.request.max.bytes` default.
+const REQUEST_BYTES_MAX_DEFAULT: usize = 100 * MIB;
+const CONNECTIONS_MAX_DEFAULT: usize = 10_000;
+/// glommio I/O memory (registered DMA buffers) of one shard.
+const IO_MEMORY_BYTES_DEFAULT: usize = 16 * MIB;
+const ALLOW_TMPFS_DEFAULT: bool = false;
+
+/// One shard per core; beyond this a node is misconfigured rather than big.
+pub const SHARDS_MAX: usize = 256;
+/// Kafka broker ids are non-negative int32s.
+const NODE_ID_MAX: u32 = i32::MAX as u32;
+const CLUSTER_ID_BYTES_MAX: usize = 255;
+const DEFAULT_PARTITIONS_MAX: u32 = 10_000;
+const MAX_MESSAGE_BYTES_MIN: usize = KIB;
+const REQUEST_BYTES_MAX_MAX: usize = GIB;
+const CONNECTIONS_MAX_MAX: usize = 1_000_000;
+const IO_MEMORY_BYTES_MIN: usize = MIB;
+const IO_MEMORY_BYTES_MAX: usize = GIB;
+
+const _: () = assert!(MAX_MESSAGE_BYTES_DEFAULT <= BATCH_BYTES_MAX);
+const _: () = assert!(MAX_MESSAGE_BYTES_DEFAULT <= REQUEST_BYTES_MAX_DEFAULT);
+const _: () = assert!(BATCH_BYTES_MAX <= REQUEST_BYTES_MAX_MAX);
+
+const ADDR_FIX: &str = "expected HOST:PORT with a port 1-65535, e.g. 127.0.0.1:9092";
+const CORES_FIX: &str =
+    "expected a shard count 1-256 (unpinned) or a CPU list such as 0-3 or 0,2,4-5 (pinned)";
+
+/// Why the configuration was refused. Every variant names what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid config: {field} = {value:?}: {fix}")]
+    Invalid {
+        field: String,
+        value: String,
+        fix: String,
+    },
+    #[error("missing config: {field}: {fix}")]
+    Missing { field: String, fix: String },
+    #[error("cannot read config file {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+}
+
+impl ConfigError {
+    fn invalid(field: &str, value: impl ToString, fix: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            field: field.to_string(),
+            value: value.to_string(),
+            fix: fix.into(),
+        }
+    }
+}
+
+/// How many shards (glommio executors) the node runs, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cores {
+    /// This many shards, not pinned: for tests and several nodes on one machine.
+    Count(usize),
+    /// One shard per listed CPU, each pinned to its CPU, in this order.
+    Pinned(Vec<usize>),
+}
+
+impl Cores {
+    pub fn shard_count(&self) -> usize {
+        match self {
+            Cores::Count(n) => *n,
+            Cores::Pinned(cpus) => cpus.len(),
+        }
+    }
+
+    /// Parse `N` (a count) or a CPU list (`0-3`, `0,2,4-5`) and check it against a
+    /// machine with `cpus_configured` CPUs. A single pinned CPU is written `3-3`.
+    fn parse(field: &str, value: &str, cpus_configured: usize) -> Result<Self, ConfigError> {
+        let text = value.trim();
+        let bad = |fix: String| ConfigError::invalid(field, value, fix);
+        if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+            let count: usize = text.parse().map_err(|_| bad(CORES_FIX.into()))?;
+            if !(1..=SHARDS_MAX).contains(&count) {
+                return Err(bad(CORES_FIX.into()));
+            }
+            return Ok(Cores::Count(count));
+        }
+        let mut cpus = Vec::new();
+        let mut seen = BTreeSet::new();
+        for part in text.split(',') {
+            let (lo, hi) = parse_cpu_range(part).ok_or_else(|| bad(CORES_FIX.into()))?;
+            if hi >= cpus_configured {
+                return Err(bad(format!(
+                    "CPU {hi} does not exist: this machine has {cpus_configured} CPUs \
+                     (ids 0-{})",
+                    cpus_configured.saturating_sub(1)
+                )));
+            }
+            for cpu in lo..=hi {
+                if !seen.insert(cpu) {
+                    return Err(bad(format!(
+                        "CPU {cpu} is listed twice; list each CPU once"
+                    )));
+                }
+                cpus.push(cpu);
+            }
+        }
+        if cpus.len() > SHARDS_MAX {
+            return Err(bad(format!("list at most {SHARDS_MAX} CPUs")));
+        }
+        Ok(Cores::Pinned(cpus))
+    }
+}
+
+/// `a-b` or `a` (with `a <= b`), as an inclusive range.
+fn parse_cpu_range(part: &str) -> Option<(usize, usize)> {
+    let part = part.trim();
+    let (lo, hi) = match part.split_once('-') {
+        Some((lo, hi)) => (lo.trim(), hi.trim()),
+        None => (part, part),
+    };
+    let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !all_digits(lo) || !all_digits(hi) {
+        return None;
+    }
+    let (lo, hi) = (lo.parse().ok()?, hi.parse().ok()?);
+    (lo <= hi).then_some((lo, hi))
+}
+
+/// `Count(n)` prints as `n`, `Pinned` as a compact CPU list (`0-3,6`, or `3-3` for a
+/// single CPU); both parse back.
+impl fmt::Display for Cores {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let cpus = match self {
+            Cores::Count(n) => return write!(f, "{n}"),
+            Cores::Pinned(cpus) => cpus,
+        };
+        let mut i = 0;
+        while i < cpus.len() {
+            let mut j = i;
+            while j + 1 < cpus.len() && cpus[j + 1] == cpus[j] + 1 {
+                j += 1;
+            }
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            // A single pinned CPU is written as a range so that it does not read as a count.
+            if i == j && cpus.len() > 1 {
+                write!(f, "{}", cpus[i])?;
+            } else {
+                write!(f, "{}-{}", cpus[i], cpus[j])?;
+            }
+            i = j + 1;
+        }
+        Ok(())
+    }
+}
+
+/// Command-line flags of `strand-node`. Each flag can also be set through the
+/// environment variable named in its help; a flag wins over its variable, and both
+/// win over the config file.
+#[derive(Debug, Clone, Default, Parser)]
+#[command(
+    name = "strand-node",
+    version,
+    about = "Strand: a Kafka-compatible streaming node",
+    long_about = "Strand: a Kafka-compatible streaming node.\n\n\
+        With no arguments the node serves Kafka on 127.0.0.1:9092 and keeps its data in \
+        ./strand-data. Settings come from flags, then STRAND_* environment variables, then \
+        the TOML file given by --config, then the built-in defaults."
+)]
+pub struct Args {
+    /// TOML config file; flags and environment variables override its keys
+    #[arg(long, env = "STRAND_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Directory holding the partition logs [default: ./strand-data]
+    #[arg(long, env = "STRAND_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Address the Kafka listener binds [default: 127.0.0.1:9092]
+    #[arg(long, env = "STRAND_KAFKA_ADDR", value_name = "HOST:PORT")]
+    pub kafka_addr: Option<String>,
+
+    /// Address clients are told to connect to [default: the listen address; required
+    /// when listening on 0.0.0.0 or ::]
+    #[arg(long, env = "STRAND_ADVERTISED_KAFKA_ADDR", value_name = "HOST:PORT")]
+    pub advertised_kafka_addr: Option<String>,
+
+    /// Shards to run: a count N (unpinned) or a CPU list like 0-3 or 0,2,4-5 (one shard
+    /// pinned to each listed CPU) [default: the number of available CPUs, unpinned]
+    #[arg(long, env = "STRAND_CORES", value_name = "N|LIST")]
+    pub cores: Option<String>,
+
+    /// This node's id in the cluster (Kafka broker id) [default: 0]
+    #[arg(long, env = "STRAND_NODE_ID", value_name = "N")]
+    pub node_id: Option<u32>,
+
+    /// Cluster id reported to clients [default: strand-dev]
+    #[arg(long, env = "STRAND_CLUSTER_ID", value_name = "ID")]
+    pub cluster_id: Option<String>,
+
+    /// Create a topic when a client produces to or asks for one that does not exist
+    /// [default: true]
+    #[arg(
+        long,
+        env = "STRAND_AUTO_CREATE_TOPICS",
+        value_name = "true|false",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub auto_create_topics: Option<bool>,
+
+    /// Partitions of an automatically created topic [default: 1]
+    #[arg(long, env = "STRAND_DEFAULT_PARTITIONS", value_name = "N")]
+    pub default_partitions: Option<u32>,
+
+    /// Largest record batch accepted, in bytes (Kafka's message.max.bytes)
+    /// [default: 1048588]
+    #[arg(long, env = "STRAND_MAX_MESSAGE_BYTES", value_name = "BYTES")]
+    pub max_message_bytes: Option<usize>,
+
+    /// Largest request accepted, in bytes (Kafka's socket.request.max.bytes)
+    /// [default: 104857600]
+    #[arg(long, env = "STRAND_REQUEST_BYTES_MAX", value_name = "BYTES")]
+    pub request_bytes_max: Option<usize>,
+
+    /// Client connections open at once, over all shards [default: 10000]
+    #[arg(long, env = "STRAND_CONNECTIONS_MAX", value_name = "N")]
+    pub connections_max: Option<usize>,
+
+    /// I/O memory (registered DMA buffers) of each shard, in bytes [default: 16777216]
+    #[arg(long, env = "STRAND_IO_MEMORY_BYTES", value_name = "BYTES")]
+    pub io_memory_bytes: Option<usize>,
+
+    /// Accept a data directory on tmpfs (no O_DIRECT, nothing durable): for throwaway
+    /// tests only [default: false]
+    #[arg(
+        long,
+        env = "STRAND_ALLOW_TMPFS",
+        value_name = "true|false",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub allow_tmpfs: Option<bool>,
+}
+
+/// The config file. Every key is optional; unknown keys are refused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    node_id: Option<u32>,
+    cluster_id: Option<String>,
+    data_dir: Option<PathBuf>,
+    kafka_addr: Option<String>,
+    advertised_kafka_addr: Option<String>,
+    cores: Option<CoresSetting>,
+    auto_create_topics: Option<bool>,
+    default_partitions: Option<u32>,
+    max_message_bytes: Option<usize>,
+    request_bytes_max: Option<usize>,
+    connections_max: Option<usize>,
+    io_memory_bytes: Option<usize>,
+    allow_tmpfs: Option<bool>,
+    #[serde(default)]
+    log: FileLogConfig,
+}
+
+/// The `[log]` table: the fields of [`LogConfig`]. For the retention limits `-1`
+/// means "no limit", as in Kafka (TOML has no null).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLogConfig {
+    segment_bytes_max: Option<u64>,
+    segment_age_ms_max: Option<u64>,
+    preallocate_bytes: Option<u64>,
+    write_buffer_bytes: Option<usize>,
+    writes_in_flight_max: Option<usize>,
+    tail_cache_bytes: Option<usize>,
+    index_interval_bytes: Option<u32>,
+    retention_bytes: Option<i64>,
+    retention_ms: Option<i64>,
+}
+
+/// `cores` in the file: an integer count or a CPU-list string, kept as text so the
+/// file and the flag go through the same parser.
+#[derive(Debug)]
+struct CoresSetting(String);
+
+impl<'de> Deserialize<'de> for CoresSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = CoresSetting;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a shard count (4) or a CPU list string (\"0-3\")")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<CoresSetting, E> {
+                Ok(CoresSetting(v.to_string()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<CoresSetting, E> {
+                Ok(CoresSetting(v.to_string()))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<CoresSetting, E> {
+                Ok(CoresSetting(v.to_string()))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+impl FileConfig {
+    fn read(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })
+    }
+}
+
+/// What the node needs to know about the machine to check `cores`.
+#[derive(Debug, Clone, Copy)]
+struct Machine {
+    /// CPUs the kernel knows of (`_SC_NPROCESSORS_CONF`): valid ids are below this.
+    cpus_configured: usize,
+    /// CPUs this process may run on: the default shard count.
+    parallelism: usize,
+}
+
+impl Machine {
+    fn this() -> Self {
+        // SAFETY: sysconf only reads a system value; it has no memory effects.
+        let conf = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) };
+        let parallelism = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cpus_configured = usize::try_from(conf)
+            .ok()
+            .filter(|&n| n > 0)
+            .unwrap_or(parallelism);
+        Machine {
+            cpus_configured,
+            parallelism,
+        }
+    }
+
+    fn cores_default(&self) -> Cores {
+        Cores::Count(self.parallelism.clamp(1, SHARDS_MAX))
+    }
+}
+
+/// The resolved and validated configuration of one node. Built once at startup and
+/// then only read; each shard gets a clone.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub node_id: u32,
+    pub cluster_id: String,
+    pub data_dir: PathBuf,
+    /// The address the Kafka listener binds.
+    pub kafka_addr: SocketAddr,
+    /// Host and port clients are told to connect to (Metadata responses).
+    pub advertised_kafka_addr: (String, u16),
+    pub cores: Cores,
+    pub auto_create_topics: bool,
+    pub default_partitions: u32,
+    pub max_message_bytes: usize,
+    pub request_bytes_max: usize,
+    pub connections_max: usize,
+    /// Per shard.
+    pub io_memory_bytes: usize,
+    pub allow_tmpfs: bool,
+    pub log: LogConfig,
+}
+
+/// The built-in defaults, as if started with no arguments.
+impl Default for NodeConfig {
+    fn default() -> Self {
+        let kafka_addr = SocketAddr::from(([127, 0, 0, 1], 9092));
+        NodeConfig {
+            node_id: NODE_ID_DEFAULT,
+            cluster_id: CLUSTER_ID_DEFAULT.to_string(),
+            data_dir: PathBuf::from(DATA_DIR_DEFAULT),
+            kafka_addr,
+            advertised_kafka_addr: (kafka_addr.ip().to_string(), kafka_addr.port()),
+            cores: Machine::this().cores_default(),
+            auto_create_topics: AUTO_CREATE_TOPICS_DEFAULT,
+            default_partitions: DEFAULT_PARTITIONS_DEFAULT,
+            max_message_bytes: MAX_MESSAGE_BYTES_DEFAULT,
+            request_bytes_max: REQUEST_BYTES_MAX_DEFAULT,
+            connections_max: CONNECTIONS_MAX_DEFAULT,
+            io_memory_bytes: IO_MEMORY_BYTES_DEFAULT,
+            allow_tmpfs: ALLOW_TMPFS_DEFAULT,
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl NodeConfig {
+    /// Parse the process's command line (and `STRAND_*` variables), read the config
+    /// file if one is named, and validate. `--help`, `--version` and malformed flags
+    /// print and exit, as usual for a command-line tool.
+    pub fn load() -> Result<Self, ConfigError> {
+        Self::from_args(Args::parse())
+    }
+
+    /// Lay `args` (flags and environment) over the config file it names (if any) and
+    /// the defaults, then validate.
+    pub fn from_args(args: Args) -> Result<Self, ConfigError> {
+        let file = match &args.config {
+            Some(path) => FileConfig::read(path)?,
+            None => FileConfig::default(),
+        };
+        Self::resolve(args, file, Machine::this())
+    }
+
+    fn resolve(args: Args, file: FileConfig, machine: Machine) -> Result<Self, ConfigError> {
+        let kafka_addr_text = args
+            .kafka_addr
+            .or(file.kafka_addr)
+            .unwrap_or_else(|| KAFKA_ADDR_DEFAULT.to_string());
+        let (listen_host, kafka_addr) = resolve_listen_addr(&kafka_addr_text)?;
+        let advertised_kafka_addr = resolve_advertised_addr(
+            args.advertised_kafka_addr.or(file.advertised_kafka_addr),
+            listen_host,
+            kafka_addr,
+        )?;
+        let cores = match args.cores.or(file.cores.map(|c| c.0)) {
+            Some(text) => Cores::parse("cores", &text, machine.cpus_configured)?,
+            None => machine.cores_default(),
+        };
+        let config = NodeConfig {
+            node_id: args.node_id.or(file.node_id).unwrap_or(NODE_ID_DEFAULT),
+            cluster_id: (args.cluster_id.or(file.cluster_id))
+                .unwrap_or_else(|| CLUSTER_ID_DEFAULT.to_string()),
+            data_dir: (args.data_dir.or(file.data_dir))
+                .unwrap_or_else(|| PathBuf::from(DATA_DIR_DEFAULT)),
+            kafka_addr,
+            advertised_kafka_addr,
+            cores,
+            auto_create_topics: (args.auto_create_topics.or(file.auto_create_topics))
+                .unwrap_or(AUTO_CREATE_TOPICS_DEFAULT),
+            default_partitions: (args.default_partitions.or(file.default_partitions))
+                .unwrap_or(DEFAULT_PARTITIONS_DEFAULT),
+            max_message_bytes: (args.max_message_bytes.or(file.max_message_bytes))
+                .unwrap_or(MAX_MESSAGE_BYTES_DEFAULT),
+            request_bytes_max: (args.request_bytes_max.or(file.request_bytes_max))
+                .unwrap_or(REQUEST_BYTES_MAX_DEFAULT),
+            connections_max: (args.connections_max.or(file.connections_max))
+                .unwrap_or(CONNECTIONS_MAX_DEFAULT),
+            io_memory_bytes: (args.io_memory_bytes.or(file.io_memory_bytes))
+                .unwrap_or(IO_MEMORY_BYTES_DEFAULT),
+            allow_tmpfs: (args.allow_tmpfs.or(file.allow_tmpfs)).unwrap_or(ALLOW_TMPFS_DEFAULT),
+            log: log_config(file.log)?,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks of the plain values; addresses and cores are checked as they are parsed.
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.node_id > NODE_ID_MAX {
+            return Err(ConfigError::invalid(
+                "node_id",
+                self.node_id,
+                format!("use a node id 0-{NODE_ID_MAX} (Kafka broker ids are int32)"),
+            ));
+        }
+        let id = &self.cluster_id;
+        if id.is_empty()
+            || id.len() > CLUSTER_ID_BYTES_MAX
+            || !id.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Err(ConfigError::invalid(
+                "cluster_id",
+                id,
+                format!(
+                    "use 1-{CLUSTER_ID_BYTES_MAX} printable ASCII characters without spaces, \
+                     e.g. {CLUSTER_ID_DEFAULT}"
+                ),
+            ));
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(ConfigError::invalid(
+                "data_dir",
+                "",
+                format!("name a directory, e.g. {DATA_DIR_DEFAULT}"),
+            ));
+        }
+        check_range(
+            "default_partitions",
+            self.default_partitions,
+            1,
+            DEFAULT_PARTITIONS_MAX,
+        )?;
+        check_range(
+            "request_bytes_max",
+            self.request_bytes_max,
+            MAX_MESSAGE_BYTES_MIN,
+            REQUEST_BYTES_MAX_MAX,
+        )?;
+        check_range(
+            "max_message_bytes",
+            self.max_message_bytes,
+            MAX_MESSAGE_BYTES_MIN,
+            BATCH_BYTES_MAX,
+        )?;
+        if self.max_message_bytes > self.request_bytes_max {
+            return Err(ConfigError::invalid(
+                "max_message_bytes",
+                self.max_message_bytes,
+                format!(
+                    "a record batch must fit in a request: use at most request_bytes_max \
+                     ({}), or raise request_bytes_max",
+                    self.request_bytes_max
+                ),
+            ));
+        }
+        check_range(
+            "connections_max",
+            self.connections_max,
+            1,
+            CONNECTIONS_MAX_MAX,
+        )?;
+        check_range(
+            "io_memory_bytes",
+            self.io_memory_bytes,
+            IO_MEMORY_BYTES_MIN,
+            IO_MEMORY_BYTES_MAX,
+        )?;
+        self.log.validate().map_err(|e| match e {
+            strand_engine::Error::InvalidConfig { field, value, fix } => {
+                ConfigError::invalid(&format!("log.{field}"), value, fix)
+            }
+            other => ConfigError::invalid("log", "", other.to_string()),
+        })
+    }
+
+    /// A human summary, one setting per line, printed at startup.
+    pub fn describe(&self) -> String {
+        let log = &self.log;
+        let cores = match &self.cores {
+            Cores::Count(n) => format!("{n} shards, unpinned"),
+            Cores::Pinned(cpus) => format!("{} shards pinned to CPUs {}", cpus.len(), self.cores),
+        };
+        let limit = |v: Option<u64>, show: fn(u64) -> String| v.map_or("none".to_string(), show);
+        let (host, port) = &self.advertised_kafka_addr;
+        let rows = [
+            ("node_id", self.node_id.to_string()),
+            ("cluster_id", self.cluster_id.clone()),
+            ("data_dir", self.data_dir.display().to_string()),
+            ("kafka_addr", self.kafka_addr.to_string()),
+            ("advertised_kafka_addr", host_port(host, *port)),
+            ("cores", cores),
+            ("auto_create_topics", self.auto_create_topics.to_string()),
+            ("default_partitions", self.default_partitions.to_string()),
+            ("max_message_bytes", bytes(self.max_message_bytes as u64)),
+            ("request_bytes_max", bytes(self.request_bytes_max as u64)),
+            ("connections_max", self.connections_max.to_string()),
+            (
+                "io_memory_bytes",
+                format!("{} per shard", bytes(self.io_memory_bytes as u64)),
+            ),
+            ("allow_tmpfs", self.allow_tmpfs.to_string()),
+            ("log.segment_bytes_max", bytes(log.segment_bytes_max)),
+            ("log.segment_age_ms_max", millis(log.segment_age_ms_max)),
+            ("log.preallocate_bytes", bytes(log.preallocate_bytes)),
+            (
+                "log.write_buffer_bytes",
+                bytes(log.write_buffer_bytes as u64),
+            ),
+            (
+                "log.writes_in_flight_max",
+                log.writes_in_flight_max.to_string(),
+            ),
+            ("log.tail_cache_bytes", bytes(log.tail_cache_bytes as u64)),
+            (
+                "log.index_interval_bytes",
+                bytes(log.index_interval_bytes.into()),
+            ),
+            ("log.retention_bytes", limit(log.retention_bytes, bytes)),
+            ("log.retention_ms", limit(log.retention_ms, millis)),
+        ];
+        let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+        let mut out = String::from("strand-node configuration:\n");
+        for (key, value) in rows {
+            out.push_str(&format!("  {key:<width$}  {value}\n"));
+        }
+        out
+    }
+}
+
+fn check_range<T>(field: &str, value: T, min: T, max: T) -> Result<(), ConfigError>
+where
+    T: PartialOrd + fmt::Display,
+{
+    if value < min || value > max {
+        return Err(ConfigError::invalid(
+            field,
+            &value,
+            format!("use a value between {min} and {max}"),
+        ));
+    }
+    Ok(())
+}
+
+/// The `[log]` table over [`LogConfig::default`]; `validate` checks the result.
+fn log_config(file: FileLogConfig) -> Result<LogConfig, ConfigError> {
+    let d = LogConfig::default();
+    Ok(LogConfig {
+        segment_bytes_max: file.segment_bytes_max.unwrap_or(d.segment_bytes_max),
+        segment_age_ms_max: file.segment_age_ms_max.unwrap_or(d.segment_age_ms_max),
+        preallocate_bytes: file.preallocate_bytes.unwrap_or(d.preallocate_bytes),
+        write_buffer_bytes: file.write_buffer_bytes.unwrap_or(d.write_buffer_bytes),
+        writes_in_flight_max: file.writes_in_flight_max.unwrap_or(d.writes_in_flight_max),
+        tail_cache_bytes: file.tail_cache_bytes.unwrap_or(d.tail_cache_bytes),
+        index_interval_bytes: file.index_interval_bytes.unwrap_or(d.index_interval_bytes),
+        retention_bytes: match file.retention_bytes {
+            Some(v) => optional_limit("log.retention_bytes", v, "bytes")?,
+            None => d.retention_bytes,
+        },
+        retention_ms: match file.retention_ms {
+            Some(v) => optional_limit("log.retention_ms", v, "milliseconds")?,
+            None => d.retention_ms,
+        },
+    })
+}
+
+/// Kafka's convention for retention: `-1` is "no limit".
+fn optional_limit(field: &str, value: i64, unit: &str) -> Result<Option<u64>, ConfigError> {
+    match value {
+        -1 => Ok(None),
+        v => u64::try_from(v).map(Some).map_err(|_| {
+            ConfigError::invalid(
+                field,
+                v,
+                format!("use a number of {unit}, or -1 for no limit"),
+            )
+        }),
+    }
+}
+
+/// Split `HOST:PORT` (IPv6 hosts in brackets: `[::1]:9092`) into a bare host and a
+/// port 1-65535.
+fn split_host_port(field: &str, value: &str) -> Result<(String, u16), ConfigError> {
+    let bad = || ConfigError::invalid(field, value, ADDR_FIX);
+    let (host, port) = value.trim().rsplit_once(':').ok_or_else(bad)?;
+    let host = match host.strip_prefix('[') {
+        Some(rest) => rest.strip_suffix(']').ok_or_else(bad)?,
+        // An unbracketed IPv6 address cannot be told apart from its port.
+        None if host.contains(':') => return Err(bad()),
+        None => host,
+    };
+    if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '/') {
+        return Err(bad());
+    }
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    if port == 0 {
+        return Err(bad());
+    }
+    Ok((host.to_string(), port))
+}
+
+/// The listen address as typed (host part) and resolved. A name resolving to both
+/// families binds the IPv4 address.
+fn resolve_listen_addr(value: &str) -> Result<(String, SocketAddr), ConfigError> {
+    let (host, port) = split_host_port("kafka_addr", value)?;
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok((host, SocketAddr::new(ip, port)));
+    }
+    let unresolved = |why: String| {
+        ConfigError::invalid(
+            "kafka_addr",
+            value,
+            format!(
+                "{why}; use an IP address or a name this machine resolves, \
+                 e.g. 127.0.0.1:9092"
+            ),
+        )
+    };
+    let addrs: Vec<SocketAddr> = (host.as_str(), port)
+        .to_socket_addrs()
+        .map_err(|e| unresolved(format!("{host} does not resolve ({e})")))?
+        .collect();
+    let addr = addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| unresolved(format!("{host} resolves to no address")))?;
+    Ok((host, addr))
+}
+
+fn resolve_advertised_addr(
+    advertised: Option<String>,
+    listen_host: String,
+    listen: SocketAddr,
+) -> Result<(String, u16), ConfigError> {
+    const FIELD: &str = "advertised_kafka_addr";
+    let Some(text) = advertised else {
+        if listen.ip().is_unspecified() {
+            return Err(ConfigError::Missing {
+                field: FIELD.to_string(),
+                fix: format!(
+                    "kafka_addr {listen} listens on every interface, so clients need to be \
+                     told where to connect: set --advertised-kafka-addr HOST:PORT (or \
+                     STRAND_ADVERTISED_KAFKA_ADDR, or advertised_kafka_addr in the config \
+                     file), e.g. strand-0.example.com:{}",
+                    listen.port()
+                ),
+            });
+        }
+        return Ok((listen_host, listen.port()));
+    };
+    let (host, port) = split_host_port(FIELD, &text)?;
+    if host.parse::<IpAddr>().is_ok_and(|ip| ip.is_unspecified()) {
+        return Err(ConfigError::invalid(
+            FIELD,
+            &text,
+            "clients cannot connect to an unspecified address: advertise this machine's \
+             host name or IP, e.g. strand-0.example.com:9092",
+        ));
+    }
+    Ok((host, port))
+}
+
+fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+fn bytes(n: u64) -> String {
+    const UNITS: [(u64, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
+    match UNITS.iter().find(|(size, _)| n >= *size) {
+        Some((size, unit)) if n.is_multiple_of(*size) => format!("{} {unit}", n / size),
+        Some((size, unit)) => format!("{n} bytes ({:.1} {unit})", n as f64 / *size as f64),
+        None => format!("{n} bytes"),
+    }
+}
+
+fn millis(ms: u64) -> String {
+    const UNITS: [(u64, &str); 4] = [
+        (24 * 3600 * 1000, "d"),
+        (3600 * 1000, "h"),
+        (60 * 1000, "min"),
+        (1000, "s"),
+    ];
+    match UNITS
+        .iter()
+        .find(|(size, _)| ms >= *size && ms.is_multiple_of(*size))
+    {
+        Some((size, unit)) => format!("{} {unit}", ms / size),
+        None => format!("{ms} ms"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    const MACHINE: Machine = Machine {
+        cpus_configured: 8,
+        parallelism: 6,
+    };
+
+    fn parse(argv: &[&str]) -> Args {
+        let argv = std::iter::once("strand-node").chain(argv.iter().copied());
+        Args::try_parse_from(argv).expect("flags parse")
+    }
+
+    fn file(text: &str) -> FileConfig {
+        FileConfig::parse(Path::new("test.toml"), text).expect("file parses")
+    }
+
+    fn resolve(args: Args, file: FileConfig) -> Result<NodeConfig, ConfigError> {
+        NodeConfig::resolve(args, file, MACHINE)
+    }
+
+    fn resolve_flags(argv: &[&str]) -> Result<NodeConfig, ConfigError> {
+        resolve(parse(argv), FileConfig::default())
+    }
+
+    fn error_of(result: Result<NodeConfig, ConfigError>) -> String {
+        result.expect_err("config is refused").to_string()
+    }
+
+    fn assert_invalid(result: Result<NodeConfig, ConfigError>, want_field: &str) {
+        match result {
+            Err(ConfigError::Invalid { field, .. }) => assert_eq!(field, want_field),
+            other => panic!("expected an invalid {want_field}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn no_arguments_give_the_defaults() {
+        let c = resolve_flags(&[]).expect("defaults are valid");
+        assert_eq!(c.kafka_addr, "127.0.0.1:9092".parse().expect("addr"));
+        assert_eq!(c.advertised_kafka_addr, ("127.0.0.1".to_string(), 9092));
+        assert_eq!(c.data_dir, PathBuf::from("./strand-data"));
+        assert_eq!(c.node_id, 0);
+        assert_eq!(c.cluster_id, "strand-dev");
+        assert_eq!(c.cores, Cores::Count(6));
+        assert!(c.auto_create_topics);
+        assert_eq!(c.default_partitions, 1);
+        assert_eq!(c.max_message_bytes, 1_048_588);
+        assert_eq!(c.request_bytes_max, 100 * 1024 * 1024);
+        assert_eq!(c.connections_max, 10_000);
+        assert_eq!(c.io_memory_bytes, 16 * 1024 * 1024);
+        assert!(!c.allow_tmpfs);
+        let d = LogConfig::default();
+        assert_eq!(c.log.segment_bytes_max, d.segment_bytes_max);
+        assert_eq!(c.log.retention_ms, d.retention_ms);
+        assert_eq!(c.log.retention_bytes, d.retention_bytes);
+    }
+
+    #[test]
+    fn default_impl_matches_resolved_defaults() {
+        let resolved = NodeConfig::from_args(Args::default()).expect("defaults are valid");
+        let d = NodeConfig::default();
+        assert_eq!(resolved.describe(), d.describe());
+    }
+
+    #[test]
+    fn default_cores_are_clamped_to_the_shard_limit() {
+        let big = Machine {
+            cpus_configured: 1024,
+            parallelism: 1024,
+        };
+        let c = NodeConfig::resolve(Args::default(), FileConfig::default(), big).expect("ok");
+        assert_eq!(c.cores, Cores::Count(SHARDS_MAX));
+    }
+
+    #[test]
+    fn every_flag_is_applied() {
+        let c = resolve_flags(&[
+            "--data-dir",
+            "/var/lib/strand",
+            "--kafka-addr",
+            "127.0.0.2:19092",
+            "--advertised-kafka-addr",
+            "broker-1.example.com:29092",
+            "--cores",
+            "0,2,4-5",
+            "--node-id",
+            "7",
+            "--cluster-id",
+            "prod-1",
+            "--auto-create-topics",
+            "false",
+            "--default-partitions",
+            "12",
+            "--max-message-bytes",
+            "2097152",
+            "--request-bytes-max",
+            "4194304",
+            "--connections-max",
+            "50",
+            "--io-memory-bytes",
+            "33554432",
+            "--allow-tmpfs",
+            "true",
+        ])
+        .expect("valid");
+        assert_eq!(c.data_dir, PathBuf::from("/var/lib/strand"));
+        assert_eq!(c.kafka_addr, "127.0.0.2:19092".parse().expect("addr"));
+        assert_eq!(
+            c.advertised_kafka_addr,
+            ("broker-1.example.com".to_string(), 29092)
+        );
+        assert_eq!(c.cores, Cores::Pinned(vec![0, 2, 4, 5]));
+        assert_eq!(c.node_id, 7);
+        assert_eq!(c.cluster_id, "prod-1");
+        assert!(!c.auto_create_topics);
+        assert_eq!(c.default_partitions, 12);
+        assert_eq!(c.max_message_bytes, 2 * MIB);
+        assert_eq!(c.request_bytes_max, 4 * MIB);
+        assert_eq!(c.connections_max, 50);
+        assert_eq!(c.io_memory_bytes, 32 * MIB);
+        assert!(c.allow_tmpfs);
+    }
+
+    #[test]
+    fn config_flag_names_the_file() {
+        let args = parse(&["--config", "/etc/strand/node.toml"]);
+        assert_eq!(args.config, Some(PathBuf::from("/etc/strand/node.toml")));
+    }
+
+    #[test]
+    fn every_flag_has_its_environment_variable() {
+        let want = [
+            ("config", "STRAND_CONFIG"),
+            ("data_dir", "STRAND_DATA_DIR"),
+            ("kafka_addr", "STRAND_KAFKA_ADDR"),
+            ("advertised_kafka_addr", "STRAND_ADVERTISED_KAFKA_ADDR"),
+            ("cores", "STRAND_CORES"),
+            ("node_id", "STRAND_NODE_ID"),
+            ("auto_create_topics", "STRAND_AUTO_CREATE_TOPICS"),
+            ("cluster_id", "STRAND_CLUSTER_ID"),
+        ];
+        let cmd = Args::command();
+        for (id, var) in want {
+            let arg = cmd
+                .get_arguments()
+                .find(|a| a.get_id() == id)
+                .unwrap_or_else(|| panic!("no argument {id}"));
+            assert_eq!(arg.get_env(), Some(std::ffi::OsStr::new(var)), "{id}");
+        }
+        // Every flag (but help/version) can come from the environment.
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            if id != "help" && id != "version" {
+                assert!(arg.get_env().is_some(), "{id} has no env var");
+            }
+        }
+    }
+
+    #[test]
+    fn booleans_take_a_value() {
+        for (text, want) in [("true", true), ("false", false), ("1", true), ("no", false)] {
+            let args = parse(&["--auto-create-topics", text]);
+            assert_eq!(args.auto_create_topics, Some(want), "{text}");
+        }
+        let bad = Args::try_parse_from(["strand-node", "--auto-create-topics", "maybe"]);
+        assert!(bad.is_err());
+    }
+
+    #[test]
+    fn malformed_numeric_flags_are_refused_by_clap() {
+        let err =
+            Args::try_parse_from(["strand-node", "--node-id", "seven"]).expect_err("not a number");
+        assert!(err.to_string().contains("--node-id"), "{err}");
+    }
+
+    #[test]
+    fn help_describes_the_flags() {
+        let help = Args::command().render_long_help().to_string();
+        for flag in [
+            "--config",
+            "--data-dir",
+            "--kafka-addr",
+            "--advertised-kafka-addr",
+            "--cores",
+            "--node-id",
+            "STRAND_AUTO_CREATE_TOPICS",
+        ] {
+            assert!(help.contains(flag), "help lacks {flag}:\n{help}");
+        }
+    }
+
+    // Flags beat environment variables inside clap (both land in `Args`); these
+    // tests check the next layer: `Args` over the file over the defaults.
+    #[test]
+    fn flags_and_environment_beat_the_file() {
+        let f = file(
+            r#"
+            kafka_addr = "127.0.0.1:1111"
+            data_dir = "/from/file"
+            node_id = 3
+            cores = 2
+            auto_create_topics = true
+            cluster_id = "file-cluster"
+            "#,
+        );
+        let args = Args {
+            kafka_addr: Some("127.0.0.1:2222".into()),
+            node_id: Some(4),
+            auto_create_topics: Some(false),
+            ..Args::default()
+        };
+        let c = resolve(args, f).expect("valid");
+        assert_eq!(c.kafka_addr.port(), 2222);
+        assert_eq!(c.advertised_kafka_addr.1, 2222);
+        assert_eq!(c.node_id, 4);
+        assert!(!c.auto_create_topics);
+        // Not given as flags: the file's values.
+        assert_eq!(c.data_dir, PathBuf::from("/from/file"));
+        assert_eq!(c.cores, Cores::Count(2));
+        assert_eq!(c.cluster_id, "file-cluster");
+    }
+
+    #[test]
+    fn file_beats_the_defaults() {
+        let c = resolve(
+            Args::default(),
+            file(
+                r#"
+                node_id = 9
+                cluster_id = "c9"
+                data_dir = "/d"
+                kafka_addr = "0.0.0.0:9093"
+                advertised_kafka_addr = "[2001:db8::1]:9093"
+                cores = "0-3"
+                auto_create_topics = false
+                default_partitions = 3
+                max_message_bytes = 2048
+                request_bytes_max = 4096
+                connections_max = 5
+                io_memory_bytes = 2097152
+                allow_tmpfs = true
+                "#,
+            ),
+        )
+        .expect("valid");
+        assert_eq!(c.node_id, 9);
+        assert_eq!(c.cluster_id, "c9");
+        assert_eq!(c.data_dir, PathBuf::from("/d"));
+        assert_eq!(c.kafka_addr, "0.0.0.0:9093".parse().expect("addr"));
+        assert_eq!(c.advertised_kafka_addr, ("2001:db8::1".to_string(), 9093));
+        assert_eq!(c.cores, Cores::Pinned(vec![0, 1, 2, 3]));
+        assert!(!c.auto_create_topics);
+        assert_eq!(c.default_partitions, 3);
+        assert_eq!(c.max_message_bytes, 2048);
+        assert_eq!(c.request_bytes_max, 4096);
+        assert_eq!(c.connections_max, 5);
+        assert_eq!(c.io_memory_bytes, 2 * MIB);
+        assert!(c.allow_tmpfs);
+    }
+
+    #[test]
+    fn log_table_maps_onto_log_config() {
+        let c = resolve(
+            Args::default(),
+            file(
+                r#"
+                [log]
+                segment_bytes_max = 1048576
+                segment_age_ms_max = 60000
+                preallocate_bytes = 0
+                write_buffer_bytes = 262144
+                writes_in_flight_max = 8
+                tail_cache_bytes = 65536
+                index_interval_bytes = 8192
+                retention_bytes = 1073741824
+                retention_ms = -1
+                "#,
+            ),
+        )
+        .expect("valid");
+        let log = &c.log;
+        assert_eq!(log.segment_bytes_max, MIB as u64);
+        assert_eq!(log.segment_age_ms_max, 60_000);
+        assert_eq!(log.preallocate_bytes, 0);
+        assert_eq!(log.write_buffer_bytes, 256 * KIB);
+        assert_eq!(log.writes_in_flight_max, 8);
+        assert_eq!(log.tail_cache_bytes, 64 * KIB);
+        assert_eq!(log.index_interval_bytes, 8192);
+        assert_eq!(log.retention_bytes, Some(GIB as u64));
+        assert_eq!(log.retention_ms, None);
+    }
+
+    #[test]
+    fn partial_log_table_keeps_the_other_defaults() {
+        let c = resolve(Args::default(), file("[log]\nretention_bytes = 5000\n")).expect("ok");
+        let d = LogConfig::default();
+        assert_eq!(c.log.retention_bytes, Some(5000));
+        assert_eq!(c.log.retention_ms, d.retention_ms);
+        assert_eq!(c.log.write_buffer_bytes, d.write_buffer_bytes);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_by_name() {
+        for (text, key) in [
+            ("kafka_adr = \"127.0.0.1:9092\"\n", "kafka_adr"),
+            ("[log]\nretention_hours = 5\n", "retention_hours"),
+            ("[logs]\nretention_ms = 5\n", "logs"),
+        ] {
+            let err = FileConfig::parse(Path::new("node.toml"), text).expect_err("refused");
+            assert!(
+                matches!(&err, ConfigError::Parse { path, .. } if path == Path::new("node.toml"))
+            );
+            let msg = err.to_string();
+            assert!(msg.contains(key), "{msg}");
+            assert!(msg.contains("node.toml"), "{msg}");
+        }
+    }
+
+    #[test]
+    fn wrongly_typed_keys_are_refused() {
+        let err = FileConfig::parse(Path::new("n.toml"), "node_id = \"one\"\n").expect_err("bad");
+        assert!(err.to_string().contains("node_id"), "{err}");
+        let err = FileConfig::parse(Path::new("n.toml"), "cores = true\n").expect_err("bad");
+        assert!(err.to_string().contains("cores"), "{err}");
+    }
+
+    #[test]
+    fn missing_config_file_names_the_path() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("absent.toml");
+        let args = Args {
+            config: Some(path.clone()),
+            ..Args::default()
+        };
+        let err = NodeConfig::from_args(args).expect_err("no such file");
+        assert!(matches!(&err, ConfigError::Io { path: p, .. } if *p == path));
+        assert!(err.to_string().contains("absent.toml"), "{err}");
+    }
+
+    #[test]
+    fn config_file_is_read_from_disk() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, "node_id = 5\ncores = 3\n").expect("write");
+        let args = Args {
+            config: Some(path),
+            ..Args::default()
+        };
+        let c = NodeConfig::from_args(args).expect("valid");
+        assert_eq!(c.node_id, 5);
+        assert_eq!(c.cores, Cores::Count(3));
+    }
+
+    #[test]
+    fn bad_port_names_the_field_and_the_fix() {
+        let msg = error_of(resolve_flags(&["--kafka-addr", "localhost:99999"]));
+        assert_eq!(
+            msg,
+            "invalid config: kafka_addr = \"localhost:99999\": expected HOST:PORT with a port \
+             1-65535, e.g. 127.0.0.1:9092"
+        );
+        for bad in [
+            "127.0.0.1",
+            "127.0.0.1:0",
+            ":9092",
+            "127.0.0.1:http",
+            "::1:9092",
+            "[::1:9092",
+            "",
+        ] {
+            assert_invalid(resolve_flags(&["--kafka-addr", bad]), "kafka_addr");
+        }
+        assert_invalid(
+            resolve_flags(&["--advertised-kafka-addr", "broker:70000"]),
+            "advertised_kafka_addr",
+        );
+    }
+
+    #[test]
+    fn listen_addresses_resolve() {
+        let c = resolve_flags(&["--kafka-addr", "localhost:9092"]).expect("localhost resolves");
+        assert!(c.kafka_addr.ip().is_loopback());
+        assert_eq!(c.kafka_addr.port(), 9092);
+        assert_eq!(c.advertised_kafka_addr, ("localhost".to_string(), 9092));
+
+        let c = resolve_flags(&["--kafka-addr", "[::1]:9092"]).expect("IPv6 literal");
+        assert_eq!(c.kafka_addr, "[::1]:9092".parse().expect("addr"));
+        assert_eq!(c.advertised_kafka_addr, ("::1".to_string(), 9092));
+
+        let err = resolve_flags(&["--kafka-addr", "no-such-host.invalid:9092"]);
+        assert_invalid(err, "kafka_addr");
+    }
+
+    #[test]
+    fn unspecified_listen_address_needs_an_advertised_one() {
+        for listen in ["0.0.0.0:9092", "[::]:9092"] {
+            let err = resolve_flags(&["--kafka-addr", listen]).expect_err("refused");
+            assert!(
+                matches!(&err, ConfigError::Missing { field, .. } if field == "advertised_kafka_addr")
+            );
+            let msg = err.to_string();
+            assert!(msg.contains("advertised_kafka_addr"), "{msg}");
+            assert!(msg.contains("--advertised-kafka-addr"), "{msg}");
+
+            let c = resolve_flags(&["--kafka-addr", listen, "--advertised-kafka-addr", "h:9"])
+                .expect("explicit advertised address");
+            assert_eq!(c.advertised_kafka_addr, ("h".to_string(), 9));
+        }
+        assert_invalid(
+            resolve_flags(&["--advertised-kafka-addr", "0.0.0.0:9092"]),
+            "advertised_kafka_addr",
+        );
+    }
+
+    #[test]
+    fn cores_parse_as_count_or_cpu_list() {
+        let cases: [(&str, Cores); 6] = [
+            ("4", Cores::Count(4)),
+            ("256", Cores::Count(256)),
+            ("0-3", Cores::Pinned(vec![0, 1, 2, 3])),
+            ("0,2,4-5", Cores::Pinned(vec![0, 2, 4, 5])),
+            ("3-3", Cores::Pinned(vec![3])),
+            (" 7 , 1 - 2 ", Cores::Pinned(vec![7, 1, 2])),
+        ];
+        for (text, want) in cases {
+            let got = Cores::parse("cores", text, 8).expect(text);
+            assert_eq!(got, want, "{text}");
+        }
+        assert_eq!(Cores::Count(4).shard_count(), 4);
+        assert_eq!(Cores::Pinned(vec![0, 2, 4, 5]).shard_count(), 4);
+    }
+
+    #[test]
+    fn cores_display_parses_back() {
+        for cores in [
+            Cores::Count(3),
+            Cores::Pinned(vec![0, 1, 2, 3]),
+            Cores::Pinned(vec![0, 2, 4, 5, 7]),
+            Cores::Pinned(vec![5]),
+        ] {
+            let text = cores.to_string();
+            assert_eq!(
+                Cores::parse("cores", &text, 8).expect(&text),
+                cores,
+                "{text}"
+            );
+        }
+        assert_eq!(Cores::Pinned(vec![0, 2, 4, 5, 7]).to_string(), "0,2,4-5,7");
+        assert_eq!(Cores::Pinned(vec![5]).to_string(), "5-5");
+    }
+
+    #[test]
+    fn bad_cores_name_the_field() {
+        for bad in [
+            "0",
+            "257",
+            "",
+            "a",
+            "1-",
+            "3-1",
+            "0,,1",
+            "0-8",
+            "8-9",
+            "1,1",
+            "0-2,2",
+            "0-99999999999999999999",
+        ] {
+            let result = resolve_flags(&["--cores", bad]);
+            assert_invalid(result, "cores");
+        }
+        let msg = error_of(resolve_flags(&["--cores", "0-8"]));
+        assert!(msg.contains("CPU 8 does not exist"), "{msg}");
+        let msg = error_of(resolve_flags(&["--cores", "1,0-2"]));
+        assert!(msg.contains("CPU 1 is listed twice"), "{msg}");
+        assert_invalid(resolve_flags(&["--cores=-1"]), "cores");
+        assert_invalid(resolve(Args::default(), file("cores = -2\n")), "cores");
+        assert_invalid(
+            resolve(Args::default(), file("data_dir = \"\"\n")),
+            "data_dir",
+        );
+    }
+
+    #[test]
+    fn out_of_range_values_name_the_field() {
+        let cases: [(&[&str], &str); 8] = [
+            (&["--node-id", "2147483648"], "node_id"),
+            (&["--cluster-id", ""], "cluster_id"),
+            (&["--cluster-id", "has space"], "cluster_id"),
+            (&["--default-partitions", "0"], "default_partitions"),
+            (&["--max-message-bytes", "100"], "max_message_bytes"),
+            (
+                &[
+                    "--max-message-bytes",
+                    "2097152",
+                    "--request-bytes-max",
+                    "1048576",
+                ],
+                "max_message_bytes",
+            ),
+            (&["--connections-max", "0"], "connections_max"),
+            (&["--io-memory-bytes", "4096"], "io_memory_bytes"),
+        ];
+        for (argv, field) in cases {
+            assert_invalid(resolve_flags(argv), field);
+        }
+    }
+
+    #[test]
+    fn log_errors_name_the_log_field() {
+        let result = resolve(Args::default(), file("[log]\nwrite_buffer_bytes = 1000\n"));
+        assert_invalid(result, "log.write_buffer_bytes");
+        let result = resolve(Args::default(), file("[log]\nretention_ms = -5\n"));
+        assert_invalid(result, "log.retention_ms");
+        let msg = error_of(resolve(
+            Args::default(),
+            file("[log]\nsegment_bytes_max = 10\n"),
+        ));
+        assert!(
+            msg.starts_with("invalid config: log.segment_bytes_max = \"10\": "),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn describe_lists_every_setting() {
+        // Key and value of each line, whatever the column width.
+        let rows = |c: &NodeConfig| -> Vec<(String, String)> {
+            c.describe()
+                .lines()
+                .skip(1)
+                .filter_map(|l| l.trim().split_once("  "))
+                .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+                .collect()
+        };
+        let c = resolve_flags(&["--cores", "0-1,4"]).expect("valid");
+        let got = rows(&c);
+        assert_eq!(got.len(), 22, "one line per setting: {got:?}");
+        for (key, value) in [
+            ("kafka_addr", "127.0.0.1:9092"),
+            ("advertised_kafka_addr", "127.0.0.1:9092"),
+            ("cores", "3 shards pinned to CPUs 0-1,4"),
+            ("data_dir", "./strand-data"),
+            ("max_message_bytes", "1048588 bytes (1.0 MiB)"),
+            ("io_memory_bytes", "16 MiB per shard"),
+            ("log.retention_ms", "7 d"),
+            ("log.retention_bytes", "none"),
+        ] {
+            assert!(
+                got.contains(&(key.to_string(), value.to_string())),
+                "missing {key} = {value} in {got:?}"
+            );
+        }
+        let c = resolve_flags(&["--kafka-addr", "[::1]:9092"]).expect("valid");
+        let want = (
+            "advertised_kafka_addr".to_string(),
+            "[::1]:9092".to_string(),
+        );
+        assert!(rows(&c).contains(&want));
+    }
+}

@@ -1,0 +1,144 @@
+//! Kafka API handlers. Each takes the decoded request and the shard it arrived on,
+//! forwards partition work to the owning shard, and returns the response body.
+
+pub mod admin;
+pub mod errors;
+pub mod fetch;
+pub mod list_offsets;
+pub mod metadata;
+pub mod produce;
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsResponse, DescribeClusterResponse, InitProducerIdResponse, ProducerId,
+    RequestKind, ResponseKind,
+};
+use kafka_protocol::protocol::StrBytes;
+use strand_net::kafka::Request;
+
+use crate::shard::Shard;
+
+/// The APIs this node serves and their version ranges; nothing else is advertised.
+/// Minimums: Produce v3 and Fetch v4 are the first with RecordBatch v2 (magic 2).
+pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 9),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 6),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::CreateTopics, 0, 7),
+    (ApiKey::DeleteTopics, 0, 6),
+    (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::DescribeConfigs, 0, 4),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::DescribeCluster, 0, 1),
+];
+
+/// The served version range of an API.
+pub fn served(key: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED
+        .iter()
+        .find(|(k, _, _)| *k == key)
+        .map(|&(_, min, max)| (min, max))
+}
+
+/// Handle one request. None: no response is sent (Produce with acks=0).
+pub async fn handle(shard: &Rc<Shard>, request: Request) -> Option<ResponseKind> {
+    let version = request.api_version;
+    Some(match request.body {
+        RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions()),
+        RequestKind::Metadata(r) => {
+            ResponseKind::Metadata(metadata::handle(shard, r, version).await)
+        }
+        RequestKind::Produce(r) => {
+            return produce::handle(shard, r, version)
+                .await
+                .map(ResponseKind::Produce)
+        }
+        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(shard, r, version).await),
+        RequestKind::ListOffsets(r) => {
+            ResponseKind::ListOffsets(list_offsets::handle(shard, r, version).await)
+        }
+        RequestKind::CreateTopics(r) => {
+            ResponseKind::CreateTopics(admin::create_topics(shard, r, version).await)
+        }
+        RequestKind::DeleteTopics(r) => {
+            ResponseKind::DeleteTopics(admin::delete_topics(shard, r, version).await)
+        }
+        RequestKind::CreatePartitions(r) => {
+            ResponseKind::CreatePartitions(admin::create_partitions(shard, r).await)
+        }
+        RequestKind::DescribeConfigs(r) => {
+            ResponseKind::DescribeConfigs(admin::describe_configs(shard, r, version))
+        }
+        RequestKind::AlterConfigs(r) => {
+            ResponseKind::AlterConfigs(admin::alter_configs(shard, r).await)
+        }
+        RequestKind::IncrementalAlterConfigs(r) => {
+            ResponseKind::IncrementalAlterConfigs(admin::incremental_alter_configs(shard, r).await)
+        }
+        RequestKind::DescribeCluster(_) => ResponseKind::DescribeCluster(describe_cluster(shard)),
+        RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(init_producer_id(shard, &r)),
+        // `served` lets nothing else through decoding.
+        _ => return None,
+    })
+}
+
+fn api_versions() -> ApiVersionsResponse {
+    let mut r = ApiVersionsResponse::default();
+    r.api_keys = SUPPORTED
+        .iter()
+        .map(|&(key, min, max)| {
+            let mut v = ApiVersion::default();
+            v.api_key = key as i16;
+            v.min_version = min;
+            v.max_version = max;
+            v
+        })
+        .collect();
+    r
+}
+
+fn describe_cluster(shard: &Shard) -> DescribeClusterResponse {
+    let config = shard.config();
+    let mut r = DescribeClusterResponse::default();
+    r.cluster_id = StrBytes::from_string(config.cluster_id.clone());
+    r.controller_id = (config.node_id as i32).into();
+    r.brokers = vec![{
+        let mut b =
+            kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker::default();
+        b.broker_id = (config.node_id as i32).into();
+        b.host = StrBytes::from_string(config.advertised_kafka_addr.0.clone());
+        b.port = i32::from(config.advertised_kafka_addr.1);
+        b
+    }];
+    r
+}
+
+fn init_producer_id(
+    shard: &Shard,
+    r: &kafka_protocol::messages::InitProducerIdRequest,
+) -> InitProducerIdResponse {
+    let mut out = InitProducerIdResponse::default();
+    if r.transactional_id.is_some() {
+        // Transactions are not implemented (and not advertised beyond this API).
+        out.error_code = errors::UNSUPPORTED_VERSION;
+        return out;
+    }
+    let id = shard
+        .shared
+        .next_producer_id
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    out.producer_id = ProducerId(id);
+    out.producer_epoch = 0;
+    out
+}
+
+/// `TopicName` from a `String`.
+pub fn topic_name(s: &str) -> kafka_protocol::messages::TopicName {
+    kafka_protocol::messages::TopicName(StrBytes::from_string(s.to_string()))
+}

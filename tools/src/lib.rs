@@ -1,1 +1,0 @@
-//! Placeholder: this crate's issue has not landed yet.
