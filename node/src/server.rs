@@ -3,7 +3,6 @@
 //! order, as Kafka requires.
 
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -29,13 +28,6 @@ enum Outgoing {
     Ready(Bytes),
 }
 
-/// Resolves once the node is shutting down.
-async fn shutdown_signal(shard: &Shard) {
-    while !shard.shared.shutdown.load(Ordering::Relaxed) {
-        glommio::timer::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 pub async fn serve(shard: Rc<Shard>) -> Result<(), String> {
     let addr = shard.config().kafka_addr;
     let listener = TcpListener::bind(addr)
@@ -56,7 +48,7 @@ pub async fn serve(shard: Rc<Shard>) -> Result<(), String> {
     loop {
         let accepted = async { Some(listener.accept().await) }
             .or(async {
-                shutdown_signal(&shard).await;
+                shard.stopping().await;
                 None
             })
             .await;
@@ -116,7 +108,7 @@ async fn connection(shard: &Rc<Shard>, stream: TcpStream) -> std::io::Result<()>
     loop {
         let frame = async { Some(read_frame(&mut reader, max).await) }
             .or(async {
-                shutdown_signal(shard).await;
+                shard.stopping().await;
                 None
             })
             .await;

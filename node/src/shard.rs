@@ -48,6 +48,8 @@ pub struct Shard {
     pub connections: Cell<usize>,
     /// Shard 0 only: serializes metadata changes.
     admin_lock: Semaphore,
+    stopping: Cell<bool>,
+    stop_waiters: RefCell<Vec<std::task::Waker>>,
 }
 
 impl std::fmt::Debug for Shard {
@@ -59,6 +61,34 @@ impl std::fmt::Debug for Shard {
 impl Shard {
     pub fn config(&self) -> &NodeConfig {
         &self.shared.config
+    }
+
+    /// Resolves once the node is shutting down (one watcher per shard polls the
+    /// process-wide flag, so idle connections cost no timers).
+    pub async fn stopping(&self) {
+        std::future::poll_fn(|cx| {
+            if self.stopping.get() {
+                std::task::Poll::Ready(())
+            } else {
+                self.stop_waiters.borrow_mut().push(cx.waker().clone());
+                std::task::Poll::Pending
+            }
+        })
+        .await
+    }
+
+    async fn watch_shutdown(self: Rc<Self>) {
+        while !self
+            .shared
+            .shutdown
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            glommio::timer::sleep(Duration::from_millis(50)).await;
+        }
+        self.stopping.set(true);
+        for w in self.stop_waiters.borrow_mut().drain(..) {
+            w.wake();
+        }
     }
 
     pub fn topics(&self) -> TopicsView {
@@ -398,7 +428,10 @@ pub async fn run(
         router: Router::new(id, senders),
         connections: Cell::new(0),
         admin_lock: Semaphore::new(1),
+        stopping: Cell::new(false),
+        stop_waiters: RefCell::new(Vec::new()),
     });
+    glommio::spawn_local(shard.clone().watch_shutdown()).detach();
     for (_peer, rx) in crate::router::streams(&mut receivers) {
         let shard = shard.clone();
         glommio::spawn_local(async move {
