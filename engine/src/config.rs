@@ -13,7 +13,8 @@ pub struct LogConfig {
     pub preallocate_bytes: u64,
     /// Size of one DMA write buffer; full buffers are written as one I/O.
     pub write_buffer_bytes: usize,
-    /// Full write buffers queued or in flight at once; appends wait beyond this.
+    /// DMA writes in flight at once; also the number of full buffers that may queue
+    /// behind them before appends wait.
     pub writes_in_flight_max: usize,
     /// Memory for already-written recent batches kept for readers.
     pub tail_cache_bytes: usize,
@@ -42,9 +43,11 @@ impl Default for LogConfig {
 }
 
 impl LogConfig {
-    /// Bytes of memory one open log may hold at most in write buffers and cache.
+    /// Bytes of memory one open log holds at most in write buffers and cache, besides
+    /// the batches of the append in progress (a single batch larger than a buffer
+    /// fills several at once).
     pub fn memory_bytes_max(&self) -> usize {
-        self.write_buffer_bytes * (self.writes_in_flight_max + 1) + self.tail_cache_bytes
+        self.write_buffer_bytes * (2 * self.writes_in_flight_max + 1) + self.tail_cache_bytes
     }
 
     pub fn validate(&self) -> Result<()> {

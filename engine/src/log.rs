@@ -22,7 +22,7 @@ use std::future::poll_fn;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use glommio::sync::Semaphore;
@@ -40,6 +40,9 @@ use crate::segment::{
 use crate::signal::{Notify, WakerSet};
 use crate::storage::{Storage, StorageFile, WriteBuffer};
 use crate::tail_cache::{CachedBatch, TailCache};
+
+/// Longest a wanted sync waits for writes in flight to land first.
+const SYNC_DEFER_MAX: Duration = Duration::from_millis(4);
 
 /// Milliseconds since the Unix epoch; injectable so tests control time.
 pub type Clock = Rc<dyn Fn() -> i64>;
@@ -133,6 +136,8 @@ struct State<F: StorageFile> {
     /// must not be in flight at the same time.
     overlap_guard: bool,
     sync_in_flight: bool,
+    /// When a wanted sync was first held back for writes in flight.
+    sync_deferred_since: Option<Instant>,
     /// Files with completed writes not yet covered by a sync.
     dirty: Vec<Rc<F>>,
     /// Segments rolled away from, waiting to be sealed once fully written.
@@ -987,8 +992,16 @@ fn next_step<S: Storage>(inner: &Inner<S>) -> Step<<S::File as StorageFile>::Buf
     let can_issue = st.in_flight.len() < inner.config.writes_in_flight_max
         && (!st.overlap_guard || st.in_flight.is_empty());
     if can_issue {
-        if st.queue.is_empty() && st.in_flight.is_empty() {
-            // The disk is idle: write what there is (adaptive batching).
+        let issued_end = st
+            .queue
+            .back()
+            .map(|c| c.end_offset)
+            .or(st.in_flight.back().map(|w| w.end_offset))
+            .unwrap_or(st.written_offset);
+        let idle = st.queue.is_empty() && st.in_flight.is_empty();
+        // Write what there is when the disk is idle (adaptive batching), or when a
+        // waiter needs bytes that sit in the buffer behind the writes in flight.
+        if idle || (st.queue.is_empty() && st.sync_wanted > issued_end) {
             st.seal_partial_buffer();
         }
         if let Some(chunk) = st.queue.pop_front() {
@@ -1008,6 +1021,16 @@ fn next_step<S: Storage>(inner: &Inner<S>) -> Step<<S::File as StorageFile>::Buf
         && st.sync_wanted > st.durable_offset
         && st.written_offset > st.durable_offset
     {
+        // Writes in flight will cover more of what waiters want: let them land so
+        // one sync covers them (a device flush waits for in-flight writes anyway).
+        // Bounded, so a steady stream of writes cannot starve syncs.
+        if st.written_offset < st.sync_wanted && !st.in_flight.is_empty() {
+            let since = *st.sync_deferred_since.get_or_insert_with(Instant::now);
+            if since.elapsed() < SYNC_DEFER_MAX {
+                return Step::Wait;
+            }
+        }
+        st.sync_deferred_since = None;
         st.sync_in_flight = true;
         return Step::Sync;
     }
@@ -1058,8 +1081,10 @@ fn requeue<S: Storage>(
         st.failure = Some(error);
     }
     drop(st);
-    inner.waiters.wake_all();
+    // The flusher first: glommio runs woken tasks in order, and the disk should get
+    // its next write or sync before woken appenders spend CPU on new batches.
     inner.flusher_wake.notify();
+    inner.waiters.wake_all();
 }
 
 async fn write_chunk<S: Storage>(
@@ -1076,8 +1101,8 @@ async fn write_chunk<S: Storage>(
     match file.write_at(chunk.buf.clone(), chunk.pos).await {
         Ok(()) => {
             inner.state.borrow_mut().on_write_done(chunk.seq, file);
-            inner.waiters.wake_all();
             inner.flusher_wake.notify();
+            inner.waiters.wake_all();
         }
         Err(e) => requeue(&inner, chunk, Error::io("writing", &path, e)),
     }
@@ -1112,8 +1137,10 @@ async fn sync_files<S: Storage>(inner: Rc<Inner<S>>) {
             }
         }
     }
-    inner.waiters.wake_all();
+    // The flusher first: glommio runs woken tasks in order, and the disk should get
+    // its next write or sync before woken appenders spend CPU on new batches.
     inner.flusher_wake.notify();
+    inner.waiters.wake_all();
 }
 
 /// Seal a fully written segment: cut the preallocated tail, sync, persist its index.
@@ -1162,8 +1189,10 @@ async fn seal_segment<S: Storage>(inner: &Inner<S>, base: u64) {
         }
     }
     inner.state.borrow_mut().sealing = false;
-    inner.waiters.wake_all();
+    // The flusher first: glommio runs woken tasks in order, and the disk should get
+    // its next write or sync before woken appenders spend CPU on new batches.
     inner.flusher_wake.notify();
+    inner.waiters.wake_all();
 }
 
 /// Write a small file through the page-aligned interface, cut to its exact length.
@@ -1484,6 +1513,7 @@ async fn recover<S: Storage>(
         next_seq: 0,
         overlap_guard: false,
         sync_in_flight: false,
+        sync_deferred_since: None,
         dirty: Vec::new(),
         pending_seal: Vec::new(),
         sealing: false,
