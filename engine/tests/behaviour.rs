@@ -421,3 +421,28 @@ fn missing_or_corrupt_indexes_are_rebuilt() {
         assert_eq!(found, Some(150));
     });
 }
+
+#[test]
+fn relative_data_directories_work() {
+    let dir = test_dir("relative");
+    let cwd = std::env::current_dir().expect("cwd");
+    // A path relative to the working directory, with `..` as needed.
+    let common = cwd
+        .ancestors()
+        .find(|a| dir.starts_with(a))
+        .expect("a common ancestor");
+    let mut relative = std::path::PathBuf::new();
+    for _ in cwd.strip_prefix(common).expect("prefix").components() {
+        relative.push("..");
+    }
+    relative.push(dir.strip_prefix(common).expect("prefix"));
+    assert!(relative.is_relative());
+    run(move || async move {
+        let storage = Rc::new(DmaStorage::open(&relative, false).await.expect("storage"));
+        let log = Log::open(storage, &relative.join("p"), LogConfig::default())
+            .await
+            .expect("open a log under a relative path");
+        let out = log.append(make_batch(1, 1, 10, 1)).await.expect("append");
+        log.wait_durable(out.last_offset).await.expect("durable");
+    });
+}

@@ -35,7 +35,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(config: NodeConfig) -> Result<(), String> {
+fn run(mut config: NodeConfig) -> Result<(), String> {
+    config.data_dir = std::path::absolute(&config.data_dir).map_err(|e| {
+        format!(
+            "cannot resolve the data directory {}: {e}",
+            config.data_dir.display()
+        )
+    })?;
     eprintln!("{}", config.describe());
     let shards = config.cores.shard_count();
     let memlock = strand_engine::process::raise_memlock(shards, config.io_memory_bytes);

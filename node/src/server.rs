@@ -10,8 +10,8 @@ use futures_lite::{AsyncWriteExt, FutureExt};
 use glommio::channels::local_channel;
 use glommio::net::{TcpListener, TcpStream};
 use strand_net::kafka::{
-    decode_request, encode_response, read_frame, unsupported_api_versions_response, ApiKey,
-    DecodeError,
+    decode_request, encode_response, read_frame_body, read_frame_size,
+    unsupported_api_versions_response, ApiKey, DecodeError,
 };
 
 use crate::kafka;
@@ -106,17 +106,33 @@ async fn connection(shard: &Rc<Shard>, stream: TcpStream) -> std::io::Result<()>
     });
     let max = shard.config().request_bytes_max;
     loop {
-        let frame = async { Some(read_frame(&mut reader, max).await) }
+        let size = async { Some(read_frame_size(&mut reader, max).await) }
             .or(async {
                 shard.stopping().await;
                 None
             })
             .await;
-        let frame = match frame {
+        let size = match size {
             None => break, // shutting down: finish what was started, take nothing new
-            Some(Ok(Some(frame))) => frame,
+            Some(Ok(Some(size))) => size,
             Some(Ok(None)) => break,
             Some(Err(e)) => {
+                tracing::info!(?peer, error = %e, "bad frame; closing the connection");
+                break;
+            }
+        };
+        // The shard's budget for request bytes: many connections sending large
+        // frames wait here instead of exhausting memory.
+        let Ok(permit) = shard
+            .request_memory
+            .acquire_static_permit(size as u64)
+            .await
+        else {
+            break;
+        };
+        let frame = match read_frame_body(&mut reader, size).await {
+            Ok(frame) => frame,
+            Err(e) => {
                 tracing::info!(?peer, error = %e, "bad frame; closing the connection");
                 break;
             }
@@ -145,6 +161,7 @@ async fn connection(shard: &Rc<Shard>, stream: TcpStream) -> std::io::Result<()>
         };
         let shard2 = shard.clone();
         let task = glommio::spawn_local(async move {
+            let _permit = permit;
             let (key, version, correlation_id) =
                 (request.api_key, request.api_version, request.correlation_id);
             let body = kafka::handle(&shard2, request).await?;

@@ -50,6 +50,8 @@ pub struct Shard {
     admin_lock: Semaphore,
     stopping: Cell<bool>,
     stop_waiters: RefCell<Vec<std::task::Waker>>,
+    /// Bytes of requests being read or handled on this shard.
+    pub request_memory: Rc<Semaphore>,
 }
 
 impl std::fmt::Debug for Shard {
@@ -430,6 +432,7 @@ pub async fn run(
         admin_lock: Semaphore::new(1),
         stopping: Cell::new(false),
         stop_waiters: RefCell::new(Vec::new()),
+        request_memory: Rc::new(Semaphore::new((2 * shared.config.request_bytes_max) as u64)),
     });
     glommio::spawn_local(shard.clone().watch_shutdown()).detach();
     for (_peer, rx) in crate::router::streams(&mut receivers) {

@@ -152,7 +152,10 @@ impl Storage for DmaStorage {
     }
 
     async fn sync_dir(&self, path: &Path) -> io::Result<()> {
-        let dir = glommio::io::Directory::open(path)
+        // glommio opens directories with openat(-1, ..), which takes only absolute
+        // paths (a relative one gives EBADF).
+        let path = std::path::absolute(path)?;
+        let dir = glommio::io::Directory::open(&path)
             .await
             .map_err(glommio_io)?;
         dir.sync().await.map_err(glommio_io)?;

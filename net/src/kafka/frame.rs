@@ -22,6 +22,18 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     reader: &mut R,
     max_bytes: usize,
 ) -> Result<Option<BytesMut>, FrameError> {
+    match read_frame_size(reader, max_bytes).await? {
+        None => Ok(None),
+        Some(size) => read_frame_body(reader, size).await.map(Some),
+    }
+}
+
+/// Read a frame's size prefix, checked against `max_bytes`, so the caller can admit
+/// the memory before the body is read. `Ok(None)` on a clean close.
+pub async fn read_frame_size<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    max_bytes: usize,
+) -> Result<Option<usize>, FrameError> {
     let mut size = [0u8; 4];
     let mut got = 0;
     while got < 4 {
@@ -46,6 +58,14 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
             max: max_bytes,
         });
     }
+    Ok(Some(size))
+}
+
+/// Read a frame body of `size` bytes (after [`read_frame_size`]).
+pub async fn read_frame_body<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    size: usize,
+) -> Result<BytesMut, FrameError> {
     let mut frame = BytesMut::zeroed(size);
     reader.read_exact(&mut frame).await.map_err(|e| {
         if e.kind() == std::io::ErrorKind::UnexpectedEof {
@@ -54,7 +74,7 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
             FrameError::Io(e)
         }
     })?;
-    Ok(Some(frame))
+    Ok(frame)
 }
 
 #[cfg(test)]

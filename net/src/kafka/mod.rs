@@ -5,7 +5,7 @@ mod frame;
 mod request;
 mod response;
 
-pub use frame::{read_frame, FrameError};
+pub use frame::{read_frame, read_frame_body, read_frame_size, FrameError};
 pub use request::{decode_request, DecodeError, Request};
 pub use response::{encode_response, unsupported_api_versions_response};
 
