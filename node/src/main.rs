@@ -62,6 +62,16 @@ fn run(mut config: NodeConfig) -> Result<(), String> {
         ));
     }
     let _lock = lock_data_dir(dir)?;
+    // The shards bind with SO_REUSEPORT, which would let a second node share the
+    // port and split the clients between them.
+    if port_has_listener(config.kafka_addr.port()) {
+        return Err(format!(
+            "cannot listen for Kafka clients on {}: something already listens on port {} \
+             (another strand-node?)",
+            config.kafka_addr,
+            config.kafka_addr.port()
+        ));
+    }
     let topics = Topics::load(dir)?;
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -71,6 +81,7 @@ fn run(mut config: NodeConfig) -> Result<(), String> {
         config: config.clone(),
         shutdown: AtomicBool::new(false),
         next_producer_id: AtomicI64::new(now_ms.saturating_mul(1000)),
+        drained: std::sync::atomic::AtomicUsize::new(0),
     });
     watch_signals(shared.clone())?;
     let mesh = MeshBuilder::full(shards, 1024);
@@ -155,4 +166,25 @@ fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, String> {
         ));
     }
     Ok(file)
+}
+
+/// True when a socket in LISTEN state holds `port` (from /proc/net/tcp and tcp6). A
+/// plain test bind will not do: sockets of a killed node's old connections keep the
+/// port without listening on it.
+fn port_has_listener(port: u16) -> bool {
+    const LISTEN: &str = "0A";
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|table| {
+        std::fs::read_to_string(table).is_ok_and(|text| {
+            text.lines().skip(1).any(|line| {
+                let mut cols = line.split_whitespace();
+                let local = cols.nth(1).unwrap_or("");
+                let state = cols.nth(1).unwrap_or("");
+                let local_port = local
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| u16::from_str_radix(p, 16).ok());
+                state == LISTEN && local_port == Some(port)
+            })
+        })
+    })
 }

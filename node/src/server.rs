@@ -9,9 +9,10 @@ use bytes::Bytes;
 use futures_lite::{AsyncWriteExt, FutureExt};
 use glommio::channels::local_channel;
 use glommio::net::{TcpListener, TcpStream};
+use glommio::sync::StaticPermit;
 use strand_net::kafka::{
-    decode_request, encode_response, read_frame_body, read_frame_size,
-    unsupported_api_versions_response, ApiKey, DecodeError,
+    decode_request, encode_response, read_frame_size, unsupported_api_versions_response, ApiKey,
+    DecodeError,
 };
 
 use crate::kafka;
@@ -22,6 +23,55 @@ use crate::shard::Shard;
 const REQUESTS_IN_FLIGHT_MAX: usize = 16;
 /// How long shutdown waits for open connections to finish what they started.
 const DRAIN_MS_MAX: u64 = 10_000;
+/// How long a client may take to send a request body once its size is read.
+const BODY_READ_MS_MAX: u64 = 30_000;
+/// Bytes read (and charged to the shard's request budget) at a time.
+const BODY_CHUNK_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+enum BodyError {
+    #[error("the shard's request memory budget is exhausted")]
+    OverBudget,
+    #[error("the body did not arrive within {BODY_READ_MS_MAX} ms")]
+    TimedOut,
+    #[error("connection closed in the middle of a request")]
+    Truncated,
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Read a request body as it arrives, charging each chunk to the shard's budget
+/// for request bytes. A client holds only memory it has actually sent, and when
+/// the budget runs out the connection that needs more is dropped rather than
+/// every connection on the shard made to wait.
+async fn read_body<R: futures_lite::AsyncRead + Unpin>(
+    shard: &Shard,
+    reader: &mut R,
+    size: usize,
+) -> Result<(bytes::BytesMut, Vec<StaticPermit>), BodyError> {
+    use futures_lite::AsyncReadExt;
+    let mut frame = bytes::BytesMut::with_capacity(size.min(BODY_CHUNK_BYTES));
+    let mut permits = Vec::new();
+    while frame.len() < size {
+        let chunk = (size - frame.len()).min(BODY_CHUNK_BYTES);
+        let permit = shard
+            .request_memory
+            .try_acquire_static_permit(chunk as u64)
+            .map_err(|_| BodyError::OverBudget)?;
+        permits.push(permit);
+        let start = frame.len();
+        frame.resize(start + chunk, 0);
+        let mut filled = start;
+        while filled < start + chunk {
+            let n = reader.read(&mut frame[filled..start + chunk]).await?;
+            if n == 0 {
+                return Err(BodyError::Truncated);
+            }
+            filled += n;
+        }
+    }
+    Ok((frame, permits))
+}
 
 enum Outgoing {
     Response(glommio::Task<Option<Bytes>>),
@@ -121,19 +171,16 @@ async fn connection(shard: &Rc<Shard>, stream: TcpStream) -> std::io::Result<()>
                 break;
             }
         };
-        // The shard's budget for request bytes: many connections sending large
-        // frames wait here instead of exhausting memory.
-        let Ok(permit) = shard
-            .request_memory
-            .acquire_static_permit(size as u64)
-            .await
-        else {
-            break;
-        };
-        let frame = match read_frame_body(&mut reader, size).await {
-            Ok(frame) => frame,
+        let body = read_body(shard, &mut reader, size)
+            .or(async {
+                glommio::timer::sleep(Duration::from_millis(BODY_READ_MS_MAX)).await;
+                Err(BodyError::TimedOut)
+            })
+            .await;
+        let (frame, permits) = match body {
+            Ok(read) => read,
             Err(e) => {
-                tracing::info!(?peer, error = %e, "bad frame; closing the connection");
+                tracing::info!(?peer, size, error = %e, "request body not read; closing the connection");
                 break;
             }
         };
@@ -161,7 +208,7 @@ async fn connection(shard: &Rc<Shard>, stream: TcpStream) -> std::io::Result<()>
         };
         let shard2 = shard.clone();
         let task = glommio::spawn_local(async move {
-            let _permit = permit;
+            let _permits = permits;
             let (key, version, correlation_id) =
                 (request.api_key, request.api_version, request.correlation_id);
             let body = kafka::handle(&shard2, request).await?;

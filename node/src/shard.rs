@@ -28,6 +28,10 @@ pub struct NodeShared {
     /// Next producer id for InitProducerId; seeded from the start time so ids do not
     /// repeat across restarts.
     pub next_producer_id: AtomicI64,
+    /// Shards whose connections have drained at shutdown. A shard keeps serving
+    /// calls from the others until every shard has drained, so no request waits
+    /// on a shard that is gone.
+    pub drained: std::sync::atomic::AtomicUsize,
 }
 
 /// The shard that owns a partition.
@@ -403,7 +407,8 @@ impl Shard {
     }
 }
 
-/// Run shard `id` of `count` until shutdown.
+/// Run shard `id` of `count` until shutdown. A shard that cannot start stops the
+/// whole node: a half-serving node is worse than a stopped one.
 pub async fn run(
     id: usize,
     count: usize,
@@ -411,6 +416,29 @@ pub async fn run(
     mesh: MeshBuilder<Envelope, glommio::channels::channel_mesh::Full>,
     topics: Topics,
 ) -> Result<(), String> {
+    match serve_shard(id, count, shared.clone(), mesh, topics).await {
+        Ok(served) => served,
+        Err(e) => {
+            // Failed before serving: count as drained so the others do not wait.
+            shared
+                .shutdown
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            shared
+                .drained
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Err(e)
+        }
+    }
+}
+
+/// Err: the shard could not start. Ok(result): it served, drained and closed.
+async fn serve_shard(
+    id: usize,
+    count: usize,
+    shared: Arc<NodeShared>,
+    mesh: MeshBuilder<Envelope, glommio::channels::channel_mesh::Full>,
+    topics: Topics,
+) -> Result<Result<(), String>, String> {
     let config = &shared.config;
     let storage = DmaStorage::open(&config.data_dir, config.allow_tmpfs)
         .await
@@ -458,7 +486,18 @@ pub async fn run(
     shard.open_owned().await;
     let retention = glommio::spawn_local(shard.clone().retention_loop());
     let served = crate::server::serve(shard.clone()).await;
+    if served.is_err() {
+        shared
+            .shutdown
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+    shared
+        .drained
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    while shared.drained.load(std::sync::atomic::Ordering::SeqCst) < count {
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
     drop(retention);
     shard.close_all().await;
-    served
+    Ok(served)
 }

@@ -1,6 +1,6 @@
 //! Request decoding: header, then body at the negotiated version.
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind};
 use kafka_protocol::protocol::Decodable;
 
@@ -54,7 +54,7 @@ impl DecodeError {
 }
 
 /// Decode a request frame. `served` gives the version range this node serves for
-/// an API key (None: not served). The body must be consumed exactly.
+/// an API key (None: not served).
 pub fn decode_request(
     frame: BytesMut,
     served: impl Fn(ApiKey) -> Option<(i16, i16)>,
@@ -94,12 +94,8 @@ pub fn decode_request(
         .map_err(|e| malformed(format!("header: {e}")))?;
     let body = RequestKind::decode(api_key, &mut bytes, api_version)
         .map_err(|e| malformed(format!("body: {e}")))?;
-    if bytes.has_remaining() {
-        return Err(malformed(format!(
-            "{} bytes left after the body",
-            bytes.remaining()
-        )));
-    }
+    // Bytes after the body are ignored, as Apache Kafka does: librdkafka 2.16 sends
+    // Metadata v12 with three trailing zero bytes.
     Ok(Request {
         api_key,
         api_version,
