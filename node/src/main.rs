@@ -106,11 +106,11 @@ fn run(mut config: NodeConfig) -> Result<(), String> {
             Ok(Err(e)) => {
                 failure.get_or_insert(format!("shard {i}: {e}"));
                 // One failed shard brings the node down: a half-serving node is worse.
-                shared.shutdown.store(true, Ordering::Relaxed);
+                shared.stop();
             }
             Err(e) => {
                 failure.get_or_insert(format!("shard {i} stopped: {e}"));
-                shared.shutdown.store(true, Ordering::Relaxed);
+                shared.stop();
             }
         }
     }

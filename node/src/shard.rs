@@ -34,6 +34,25 @@ pub struct NodeShared {
     pub drained: std::sync::atomic::AtomicUsize,
 }
 
+impl NodeShared {
+    /// Ask every shard to shut down.
+    pub fn stop(&self) {
+        self.shutdown
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Count this shard as drained; returns how many are.
+    fn mark_drained(&self) -> usize {
+        self.drained
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1
+    }
+
+    fn all_drained(&self, count: usize) -> bool {
+        self.drained.load(std::sync::atomic::Ordering::SeqCst) >= count
+    }
+}
+
 /// The shard that owns a partition.
 pub fn owner_of(topic: &str, partition: i32, shards: usize) -> usize {
     (crc32c::crc32c(topic.as_bytes()) as usize).wrapping_add(partition.max(0) as usize) % shards
@@ -420,12 +439,8 @@ pub async fn run(
         Ok(served) => served,
         Err(e) => {
             // Failed before serving: count as drained so the others do not wait.
-            shared
-                .shutdown
-                .store(true, std::sync::atomic::Ordering::SeqCst);
-            shared
-                .drained
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            shared.stop();
+            shared.mark_drained();
             Err(e)
         }
     }
@@ -487,14 +502,10 @@ async fn serve_shard(
     let retention = glommio::spawn_local(shard.clone().retention_loop());
     let served = crate::server::serve(shard.clone()).await;
     if served.is_err() {
-        shared
-            .shutdown
-            .store(true, std::sync::atomic::Ordering::SeqCst);
+        shared.stop();
     }
-    shared
-        .drained
-        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    while shared.drained.load(std::sync::atomic::Ordering::SeqCst) < count {
+    shared.mark_drained();
+    while !shared.all_drained(count) {
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }
     drop(retention);
