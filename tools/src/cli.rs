@@ -31,6 +31,32 @@ pub enum Command {
     /// Create, list, describe, alter and delete topics.
     #[command(subcommand)]
     Topic(TopicCommand),
+    /// Read Strand's segment and index files offline (no broker needed).
+    #[command(subcommand)]
+    Segment(SegmentCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SegmentCommand {
+    /// Describe one `.log` segment or `.index` file.
+    Inspect(InspectArgs),
+    /// Check every batch CRC, offset continuity and index of a data directory;
+    /// exits 1 when something is wrong.
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    pub path: std::path::PathBuf,
+    /// List every batch.
+    #[arg(long)]
+    pub batches: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// A data directory (or any directory holding segments).
+    pub dir: std::path::PathBuf,
 }
 
 #[derive(Debug, Subcommand)]

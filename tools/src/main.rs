@@ -15,6 +15,7 @@ mod errors;
 #[cfg(test)]
 mod fake_broker;
 mod render;
+mod segment;
 mod topic;
 
 use std::io::{self, Write};
@@ -23,7 +24,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::Parser;
 
-use cli::{Cli, Command, TopicCommand};
+use cli::{Cli, Command, SegmentCommand, TopicCommand};
 use client::Client;
 
 fn main() -> ExitCode {
@@ -41,8 +42,23 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> Result<String> {
+    // Offline commands first: they read files and need no broker.
+    match &cli.command {
+        Command::Segment(SegmentCommand::Inspect(args)) => {
+            return segment::inspect(&args.path, args.batches)
+        }
+        Command::Segment(SegmentCommand::Verify(args)) => {
+            let (report, ok) = segment::verify(&args.dir)?;
+            if !ok {
+                anyhow::bail!("{report}");
+            }
+            return Ok(report);
+        }
+        Command::Topic(_) => {}
+    }
     let mut client = Client::connect(&cli.bootstrap)?;
     match &cli.command {
+        Command::Segment(_) => unreachable!("handled above"),
         Command::Topic(TopicCommand::Create(args)) => topic::create(&mut client, args),
         Command::Topic(TopicCommand::List(args)) => topic::list(&mut client, args.output),
         Command::Topic(TopicCommand::Describe(args)) => {
