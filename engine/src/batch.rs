@@ -145,9 +145,14 @@ pub fn parse_header(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
             reason: "lastOffsetDelta is negative",
         });
     }
-    if header.records_count < 0 {
+    // As Kafka's LogValidator: a v2 batch holds lastOffsetDelta + 1 records. A
+    // batch that claims more offsets than records would burn offsets (2^31 with one
+    // record) and a false count makes record decoders over-allocate.
+    if header.records_count < 1
+        || i64::from(header.last_offset_delta) + 1 != i64::from(header.records_count)
+    {
         return Err(BatchError::BadHeader {
-            reason: "recordsCount is negative",
+            reason: "recordsCount must be lastOffsetDelta + 1 and at least 1",
         });
     }
     if header.compression() > 4 {
@@ -278,6 +283,24 @@ mod tests {
             c[i] ^= 0x01;
             assert!(validate(&c).is_err(), "flip at byte {i} went unnoticed");
         }
+    }
+
+    #[test]
+    fn record_count_must_match_the_offsets_the_batch_claims() {
+        let recrc = |b: &mut Vec<u8>| {
+            let crc = crc32c::crc32c(&b[CRC_START..]);
+            b[17..21].copy_from_slice(&crc.to_be_bytes());
+        };
+        // One real record claiming 2^31 - 1 records: decoders would over-allocate.
+        let mut b = build(7, 1, b"x");
+        b[57..61].copy_from_slice(&i32::MAX.to_be_bytes());
+        recrc(&mut b);
+        assert!(matches!(validate(&b), Err(BatchError::BadHeader { .. })));
+        // One record claiming 2^31 offsets: would burn the offset space.
+        let mut b = build(7, 1, b"x");
+        b[23..27].copy_from_slice(&(i32::MAX - 1).to_be_bytes());
+        recrc(&mut b);
+        assert!(matches!(validate(&b), Err(BatchError::BadHeader { .. })));
     }
 
     #[test]

@@ -256,6 +256,20 @@ impl<S: Storage> Log<S> {
         self.inner.state.borrow().active_base()
     }
 
+    /// The base offset of the newest segments holding at least `bytes` of data (or
+    /// the log start): where to read from to see the most recent `bytes`.
+    pub fn recent_start(&self, bytes: u64) -> u64 {
+        let st = self.inner.state.borrow();
+        let mut total = 0;
+        for seg in st.segments.values().rev() {
+            total += seg.data_bytes();
+            if total >= bytes {
+                return seg.base_offset.max(st.start_offset);
+            }
+        }
+        st.start_offset
+    }
+
     /// Wait until the durable offset moves past `offset` or `deadline` passes.
     /// Returns the durable offset then.
     pub async fn wait_durable_past(&self, offset: u64, deadline: std::time::Instant) -> u64 {
@@ -428,7 +442,10 @@ impl<S: Storage> Log<S> {
         if active.is_empty() {
             return false;
         }
-        let full = active.end_pos + incoming as u64 > self.inner.config.segment_bytes_max;
+        // Index entries hold offsets relative to the segment base in a u32.
+        let offsets_full = st.next_offset - active.base_offset > u64::from(u32::MAX / 2);
+        let full =
+            offsets_full || active.end_pos + incoming as u64 > self.inner.config.segment_bytes_max;
         let age = (self.inner.clock)() - active.created_ms;
         full || age >= self.inner.config.segment_age_ms_max as i64
     }

@@ -150,9 +150,11 @@ impl Partition {
     /// across a restart is still deduplicated.
     async fn rebuild_producers(&self) {
         let end = self.log.end_offset();
-        let mut offset = self.log.active_segment_base().max(self.log.start_offset());
-        let mut read = 0u64;
-        while offset < end && read < PRODUCER_REBUILD_BYTES_MAX {
+        // Read forward from the newest segments that hold the last
+        // PRODUCER_REBUILD_BYTES_MAX bytes, so the latest batch of every recent
+        // producer is seen.
+        let mut offset = self.log.recent_start(PRODUCER_REBUILD_BYTES_MAX);
+        while offset < end {
             let Ok(batches) = self.log.read(offset, 1 << 20).await else {
                 return;
             };
@@ -165,7 +167,6 @@ impl Partition {
                     return;
                 };
                 producers.record(&h, h.base_offset as u64);
-                read += b.len() as u64;
                 offset = h.last_offset() as u64 + 1;
             }
         }
@@ -189,6 +190,11 @@ impl Partition {
         };
         if headers.iter().any(|h| h.size > max_message_bytes as usize) {
             return reply(errors::MESSAGE_TOO_LARGE, -1);
+        }
+        // Produce v3+ carries exactly one batch per partition (as Kafka enforces);
+        // the idempotence check below relies on it.
+        if headers.len() != 1 {
+            return reply(errors::INVALID_RECORD, -1);
         }
         let Ok(_permit) = self.produce_lock.acquire_permit(1).await else {
             return reply(errors::KAFKA_STORAGE_ERROR, -1);

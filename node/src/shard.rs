@@ -71,8 +71,8 @@ pub struct Shard {
     pub connections: Cell<usize>,
     /// Shard 0 only: serializes metadata changes.
     admin_lock: Semaphore,
-    stopping: Cell<bool>,
-    stop_waiters: RefCell<Vec<std::task::Waker>>,
+    /// Closed at shutdown; waiting on it costs nothing and unlinks on drop.
+    stop_gate: Rc<Semaphore>,
     /// Bytes of requests being read or handled on this shard.
     pub request_memory: Rc<Semaphore>,
 }
@@ -91,15 +91,8 @@ impl Shard {
     /// Resolves once the node is shutting down (one watcher per shard polls the
     /// process-wide flag, so idle connections cost no timers).
     pub async fn stopping(&self) {
-        std::future::poll_fn(|cx| {
-            if self.stopping.get() {
-                std::task::Poll::Ready(())
-            } else {
-                self.stop_waiters.borrow_mut().push(cx.waker().clone());
-                std::task::Poll::Pending
-            }
-        })
-        .await
+        // No permit is ever given: this returns (with an error) once the gate closes.
+        let _ = self.stop_gate.acquire(1).await;
     }
 
     async fn watch_shutdown(self: Rc<Self>) {
@@ -110,10 +103,7 @@ impl Shard {
         {
             glommio::timer::sleep(Duration::from_millis(50)).await;
         }
-        self.stopping.set(true);
-        for w in self.stop_waiters.borrow_mut().drain(..) {
-            w.wake();
-        }
+        self.stop_gate.close();
     }
 
     pub fn topics(&self) -> TopicsView {
@@ -455,13 +445,14 @@ async fn serve_shard(
     topics: Topics,
 ) -> Result<Result<(), String>, String> {
     let config = &shared.config;
-    let storage = DmaStorage::open(&config.data_dir, config.allow_tmpfs)
-        .await
-        .map_err(|e| e.to_string())?;
+    // Join the mesh first: every shard must reach it, or the others wait forever.
     let (senders, mut receivers) = mesh
         .join()
         .await
         .map_err(|e| format!("cannot join the shard mesh: {e}"))?;
+    let storage = DmaStorage::open(&config.data_dir, config.allow_tmpfs)
+        .await
+        .map_err(|e| e.to_string())?;
     let shard = Rc::new(Shard {
         id,
         count,
@@ -473,8 +464,7 @@ async fn serve_shard(
         router: Router::new(id, senders),
         connections: Cell::new(0),
         admin_lock: Semaphore::new(1),
-        stopping: Cell::new(false),
-        stop_waiters: RefCell::new(Vec::new()),
+        stop_gate: Rc::new(Semaphore::new(0)),
         request_memory: Rc::new(Semaphore::new((2 * shared.config.request_bytes_max) as u64)),
     });
     glommio::spawn_local(shard.clone().watch_shutdown()).detach();

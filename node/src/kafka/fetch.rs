@@ -140,7 +140,7 @@ pub async fn handle(shard: &Rc<Shard>, r: FetchRequest, version: i16) -> FetchRe
             .map(|f| f.batches.iter().map(Bytes::len).sum::<usize>())
             .sum();
         let failed = fetched.iter().any(|f| f.error_code != errors::NONE);
-        if bytes >= min_bytes.max(1) || failed || Instant::now() >= deadline {
+        if bytes >= min_bytes || failed || Instant::now() >= deadline {
             break fetched;
         }
         if shard
@@ -150,7 +150,19 @@ pub async fn handle(shard: &Rc<Shard>, r: FetchRequest, version: i16) -> FetchRe
         {
             break fetched;
         }
-        wait_any(shard, &wanted, deadline).await;
+        // Wait for data past what this round already saw, or the round repeats
+        // at once and spins until the deadline.
+        let next: Vec<Wanted> = wanted
+            .iter()
+            .zip(&fetched)
+            .map(|(w, f)| Wanted {
+                topic: w.topic.clone(),
+                partition: w.partition,
+                offset: w.offset.max(f.high_watermark),
+                max_bytes: w.max_bytes,
+            })
+            .collect();
+        wait_any(shard, &next, deadline).await;
     };
     let mut out = FetchResponse::default();
     for (w, f) in wanted.into_iter().zip(fetched) {

@@ -22,7 +22,16 @@ pub async fn lookup(p: &Partition, timestamp: i64) -> (i16, i64, i64) {
     let hw = p.high_watermark();
     match timestamp {
         EARLIEST => (errors::NONE, p.log.start_offset() as i64, -1),
-        LATEST => (errors::NONE, hw as i64, -1),
+        LATEST => {
+            // acks=0/1 producers never ask for a sync: make what is appended durable
+            // (briefly) so "latest" is not a stale high watermark.
+            let end = p.log.end_offset();
+            if end > hw {
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+                p.wait_for_data(end - 1, deadline).await;
+            }
+            (errors::NONE, p.high_watermark() as i64, -1)
+        }
         t if t >= 0 => match p.log.find_by_timestamp(t).await {
             Ok(Some((base, batch))) if base < hw => {
                 let mut bytes = batch;
