@@ -66,9 +66,13 @@ pub enum AdminOp {
         count: i32,
         validate_only: bool,
     },
-    SetConfig {
+    /// Apply `key=value` changes (None: back to the default) to a topic's config;
+    /// `replace` starts from the defaults (AlterConfigs) instead of the current set.
+    /// Merged on shard 0 under its admin lock, so concurrent changes are not lost.
+    AlterConfig {
         name: String,
-        config: TopicConfig,
+        changes: Vec<(String, Option<String>)>,
+        replace: bool,
         validate_only: bool,
     },
 }

@@ -261,7 +261,7 @@ impl Shard {
         let validate_only = match &op {
             AdminOp::CreateTopic { validate_only, .. }
             | AdminOp::CreatePartitions { validate_only, .. }
-            | AdminOp::SetConfig { validate_only, .. } => *validate_only,
+            | AdminOp::AlterConfig { validate_only, .. } => *validate_only,
             AdminOp::DeleteTopic { .. } => false,
         };
         let result = match op {
@@ -320,14 +320,30 @@ impl Shard {
                     Ok(())
                 }
             },
-            AdminOp::SetConfig { name, config, .. } => match next.topics.get_mut(&name) {
+            AdminOp::AlterConfig {
+                name,
+                changes,
+                replace,
+                ..
+            } => match next.topics.get_mut(&name) {
                 None => Err((
                     errors::UNKNOWN_TOPIC_OR_PARTITION,
                     format!("no topic {name}"),
                 )),
                 Some(t) => {
-                    t.config = config;
-                    Ok(())
+                    let defaults = crate::kafka::admin::default_topic_config(self);
+                    let mut config = if replace {
+                        defaults.clone()
+                    } else {
+                        t.config.clone()
+                    };
+                    changes
+                        .iter()
+                        .try_for_each(|(k, v)| {
+                            crate::kafka::admin::set_config(&mut config, &defaults, k, v.as_deref())
+                        })
+                        .map(|()| t.config = config)
+                        .map_err(|msg| (errors::INVALID_CONFIG, msg))
                 }
             },
         };

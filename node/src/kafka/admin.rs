@@ -65,7 +65,7 @@ pub async fn auto_create(shard: &Rc<Shard>, name: &str) -> (i16, Option<String>)
 }
 
 /// Apply one `key=value` (None: back to the default) to a topic config.
-fn set_config(
+pub fn set_config(
     config: &mut TopicConfig,
     defaults: &TopicConfig,
     key: &str,
@@ -356,28 +356,12 @@ async fn alter_topic(
     replace: bool,
     validate_only: bool,
 ) -> (i16, Option<String>) {
-    let defaults = default_topic_config(shard);
-    let Some(meta) = shard.topics().get(name).cloned() else {
-        return (
-            errors::UNKNOWN_TOPIC_OR_PARTITION,
-            Some(format!("no topic {name}")),
-        );
-    };
-    let mut config = if replace {
-        defaults.clone()
-    } else {
-        meta.config
-    };
-    for (k, v) in changes {
-        if let Err(msg) = set_config(&mut config, &defaults, k, v.as_deref()) {
-            return (errors::INVALID_CONFIG, Some(msg));
-        }
-    }
     run(
         shard,
-        AdminOp::SetConfig {
+        AdminOp::AlterConfig {
             name: name.to_string(),
-            config,
+            changes: changes.to_vec(),
+            replace,
             validate_only,
         },
     )
