@@ -196,13 +196,36 @@ pub fn set_partition_leader_epoch(bytes: &mut [u8], epoch: i32) {
 /// Validate every batch of a blob of concatenated batches (a Kafka `records` field).
 /// Returns the headers in order, or the position and reason of the first bad batch.
 pub fn validate_all(bytes: &[u8]) -> Result<Vec<BatchHeader>, (usize, BatchError)> {
+    split(bytes, validate)
+}
+
+/// Parse the headers of a blob of concatenated batches (lengths and header fields
+/// checked, CRCs not): for callers that only route or inspect, leaving the CRC to
+/// the append that follows.
+pub fn parse_all(bytes: &[u8]) -> Result<Vec<BatchHeader>, (usize, BatchError)> {
+    split(bytes, |b| {
+        let header = parse_header(b)?;
+        if b.len() < header.size {
+            return Err(BatchError::Truncated {
+                needed: header.size,
+                available: b.len(),
+            });
+        }
+        Ok(header)
+    })
+}
+
+fn split(
+    bytes: &[u8],
+    check: impl Fn(&[u8]) -> Result<BatchHeader, BatchError>,
+) -> Result<Vec<BatchHeader>, (usize, BatchError)> {
     if bytes.is_empty() {
         return Err((0, BatchError::Empty));
     }
     let mut headers = Vec::new();
     let mut position = 0;
     while position < bytes.len() {
-        let header = validate(&bytes[position..]).map_err(|e| (position, e))?;
+        let header = check(&bytes[position..]).map_err(|e| (position, e))?;
         position += header.size;
         headers.push(header);
     }

@@ -184,7 +184,8 @@ impl Partition {
             base_offset,
             log_start_offset: log_start,
         };
-        let headers = match batch::validate_all(&records) {
+        // Headers only: Log::append checks the CRCs, once.
+        let headers = match batch::parse_all(&records) {
             Ok(h) => h,
             Err(_) => return reply(errors::CORRUPT_MESSAGE, -1),
         };
@@ -203,6 +204,11 @@ impl Partition {
         let verdict = self.producers.borrow().check(&first);
         let (base_offset, last_offset) = match verdict {
             Verdict::Reject(code) => return reply(code, -1),
+            // A retry is acknowledged only if its bytes are sound (nothing is written,
+            // so the append's CRC check does not run).
+            Verdict::Duplicate { .. } if batch::validate(&records).is_err() => {
+                return reply(errors::CORRUPT_MESSAGE, -1)
+            }
             Verdict::Duplicate { base_offset } => (base_offset, None),
             Verdict::Append => match self.log.append(BytesMut::from(&records[..])).await {
                 Ok(out) => {
