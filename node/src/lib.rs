@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod kafka;
+pub mod launch;
 pub mod partition;
 pub mod router;
 pub mod server;
