@@ -46,6 +46,11 @@ pub enum Op {
         topic: String,
         partition: i32,
     },
+    /// The status of several partitions of the receiving shard in one message
+    /// (DescribeLogDirs asks each shard once, not once per partition).
+    Statuses {
+        partitions: Vec<(String, i32)>,
+    },
     /// Topic metadata changes: run on shard 0 only.
     Admin(AdminOp),
 }
@@ -97,6 +102,8 @@ pub enum OpResult {
         timestamp: i64,
     },
     Status(PartitionStatus),
+    /// One per partition of `Op::Statuses`, in the same order.
+    Statuses(Vec<PartitionStatus>),
     /// Kafka error code and message (0 and None on success).
     Admin(i16, Option<String>),
     Done,

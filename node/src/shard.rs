@@ -227,27 +227,39 @@ impl Shard {
                 },
             },
             Op::Status { topic, partition } => {
-                OpResult::Status(match self.partition(&topic, partition).await {
-                    Ok(p) => {
-                        let s = p.log.stats();
-                        PartitionStatus {
-                            error_code: errors::NONE,
-                            start_offset: s.start_offset as i64,
-                            high_watermark: p.high_watermark() as i64,
-                            end_offset: s.end_offset as i64,
-                            size_bytes: s.size_bytes,
-                        }
-                    }
-                    Err(code) => PartitionStatus {
-                        error_code: code,
-                        ..PartitionStatus::default()
-                    },
-                })
+                OpResult::Status(self.status(&topic, partition).await)
+            }
+            Op::Statuses { partitions } => {
+                let mut out = Vec::with_capacity(partitions.len());
+                for (topic, partition) in &partitions {
+                    out.push(self.status(topic, *partition).await);
+                }
+                OpResult::Statuses(out)
             }
             Op::Admin(op) => {
                 let (code, msg) = self.admin(op).await;
                 OpResult::Admin(code, msg)
             }
+        }
+    }
+
+    /// Offsets and size of a partition this shard owns.
+    async fn status(&self, topic: &str, partition: i32) -> PartitionStatus {
+        match self.partition(topic, partition).await {
+            Ok(p) => {
+                let s = p.log.stats();
+                PartitionStatus {
+                    error_code: errors::NONE,
+                    start_offset: s.start_offset as i64,
+                    high_watermark: p.high_watermark() as i64,
+                    end_offset: s.end_offset as i64,
+                    size_bytes: s.size_bytes,
+                }
+            }
+            Err(code) => PartitionStatus {
+                error_code: code,
+                ..PartitionStatus::default()
+            },
         }
     }
 

@@ -2,6 +2,7 @@
 //! forwards partition work to the owning shard, and returns the response body.
 
 pub mod admin;
+pub mod describe_log_dirs;
 pub mod errors;
 pub mod fetch;
 pub mod list_offsets;
@@ -36,6 +37,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 1),
+    // v0 is gone from Kafka 4 and from kafka-protocol; v4 adds the volume's bytes.
+    (ApiKey::DescribeLogDirs, 1, 4),
 ];
 
 /// The served version range of an API.
@@ -82,6 +85,9 @@ pub async fn handle(shard: &Rc<Shard>, request: Request) -> Option<ResponseKind>
             ResponseKind::IncrementalAlterConfigs(admin::incremental_alter_configs(shard, r).await)
         }
         RequestKind::DescribeCluster(_) => ResponseKind::DescribeCluster(describe_cluster(shard)),
+        RequestKind::DescribeLogDirs(r) => {
+            ResponseKind::DescribeLogDirs(describe_log_dirs::handle(shard, r, version).await)
+        }
         RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(init_producer_id(shard, &r)),
         // `served` lets nothing else through decoding.
         _ => return None,
