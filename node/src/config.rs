@@ -22,6 +22,7 @@
 //! connections_max = 10000
 //! io_memory_bytes = 16777216
 //! allow_tmpfs = false
+//! disk_profile = "/etc/strand/disk.json"   # from `strand disk probe --out FILE`
 //!
 //! [log]
 //! segment_bytes_max = 134217728
@@ -37,7 +38,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Parser;
 use serde::Deserialize;
-use strand_engine::constants::BATCH_BYTES_MAX;
+use strand_engine::constants::{BATCH_BYTES_MAX, PAGE_BYTES};
 use strand_engine::LogConfig;
 
 const KIB: usize = 1024;
@@ -59,6 +60,18 @@ const CONNECTIONS_MAX_DEFAULT: usize = 10_000;
 const IO_MEMORY_BYTES_DEFAULT: usize = 16 * MIB;
 const ALLOW_TMPFS_DEFAULT: bool = false;
 
+/// The `schema_version` of the disk profiles this node reads; `strand_tools::probe`
+/// writes them (`SCHEMA_VERSION` there).
+const DISK_PROFILE_SCHEMA_VERSION: u32 = 1;
+/// Bounds on the write sizing taken from a disk profile. Below 64 KiB a busy log spends
+/// more CPU on submitting writes than the disk gains; above 8 MiB a buffer waits long to
+/// fill and costs memory in every log.
+const PROFILE_WRITE_BUFFER_BYTES_MIN: usize = 64 * KIB;
+const PROFILE_WRITE_BUFFER_BYTES_MAX: usize = 8 * MIB;
+const PROFILE_WRITES_IN_FLIGHT_MAX: usize = 32;
+const DISK_PROFILE_FIX: &str = "run `strand disk probe --dir DATA_DIR --out FILE` on this \
+     machine and point disk_profile at FILE, or unset disk_profile to use the defaults";
+
 /// One shard per core; beyond this a node is misconfigured rather than big.
 pub const SHARDS_MAX: usize = 256;
 /// Kafka broker ids are non-negative int32s.
@@ -74,6 +87,9 @@ const IO_MEMORY_BYTES_MAX: usize = GIB;
 const _: () = assert!(MAX_MESSAGE_BYTES_DEFAULT <= BATCH_BYTES_MAX);
 const _: () = assert!(MAX_MESSAGE_BYTES_DEFAULT <= REQUEST_BYTES_MAX_DEFAULT);
 const _: () = assert!(BATCH_BYTES_MAX <= REQUEST_BYTES_MAX_MAX);
+// The smallest profile sizing (one buffer in flight, one queued, one filling) always
+// fits the smallest io_memory_bytes, so fitting a profile into it always succeeds.
+const _: () = assert!(3 * PROFILE_WRITE_BUFFER_BYTES_MIN <= IO_MEMORY_BYTES_MIN);
 
 const ADDR_FIX: &str = "expected HOST:PORT with a port 1-65535, e.g. 127.0.0.1:9092";
 const CORES_FIX: &str =
@@ -295,6 +311,12 @@ pub struct Args {
         value_parser = clap::builder::BoolishValueParser::new()
     )]
     pub allow_tmpfs: Option<bool>,
+
+    /// Disk profile JSON written by `strand disk probe --out FILE`: its recommended
+    /// write sizing is used for log.write_buffer_bytes and log.writes_in_flight_max
+    /// when the config file does not set them [default: none]
+    #[arg(long, env = "STRAND_DISK_PROFILE", value_name = "FILE")]
+    pub disk_profile: Option<PathBuf>,
 }
 
 /// The config file. Every key is optional; unknown keys are refused.
@@ -314,6 +336,7 @@ struct FileConfig {
     connections_max: Option<usize>,
     io_memory_bytes: Option<usize>,
     allow_tmpfs: Option<bool>,
+    disk_profile: Option<PathBuf>,
     #[serde(default)]
     log: FileLogConfig,
 }
@@ -427,7 +450,11 @@ pub struct NodeConfig {
     /// Per shard.
     pub io_memory_bytes: usize,
     pub allow_tmpfs: bool,
+    /// The disk profile the write sizing was taken from, if any.
+    pub disk_profile: Option<PathBuf>,
     pub log: LogConfig,
+    /// Where `log.write_buffer_bytes` and `log.writes_in_flight_max` came from.
+    pub write_sizing: WriteSizing,
 }
 
 /// The built-in defaults, as if started with no arguments.
@@ -448,7 +475,9 @@ impl Default for NodeConfig {
             connections_max: CONNECTIONS_MAX_DEFAULT,
             io_memory_bytes: IO_MEMORY_BYTES_DEFAULT,
             allow_tmpfs: ALLOW_TMPFS_DEFAULT,
+            disk_profile: None,
             log: LogConfig::default(),
+            write_sizing: WriteSizing::default(),
         }
     }
 }
@@ -486,6 +515,18 @@ impl NodeConfig {
             Some(text) => Cores::parse("cores", &text, machine.cpus_configured)?,
             None => machine.cores_default(),
         };
+        let io_memory_bytes =
+            (args.io_memory_bytes.or(file.io_memory_bytes)).unwrap_or(IO_MEMORY_BYTES_DEFAULT);
+        let disk_profile = args.disk_profile.or(file.disk_profile);
+        let mut write_sizing = WriteSizing {
+            write_buffer_bytes: SizingSource::from_file(file.log.write_buffer_bytes.is_some()),
+            writes_in_flight_max: SizingSource::from_file(file.log.writes_in_flight_max.is_some()),
+        };
+        let mut log = log_config(file.log)?;
+        if let Some(path) = &disk_profile {
+            let profile = DiskProfile::read(path)?;
+            write_sizing = profile.apply(&mut log, write_sizing, io_memory_bytes);
+        }
         let config = NodeConfig {
             node_id: args.node_id.or(file.node_id).unwrap_or(NODE_ID_DEFAULT),
             cluster_id: (args.cluster_id.or(file.cluster_id))
@@ -505,10 +546,11 @@ impl NodeConfig {
                 .unwrap_or(REQUEST_BYTES_MAX_DEFAULT),
             connections_max: (args.connections_max.or(file.connections_max))
                 .unwrap_or(CONNECTIONS_MAX_DEFAULT),
-            io_memory_bytes: (args.io_memory_bytes.or(file.io_memory_bytes))
-                .unwrap_or(IO_MEMORY_BYTES_DEFAULT),
+            io_memory_bytes,
             allow_tmpfs: (args.allow_tmpfs.or(file.allow_tmpfs)).unwrap_or(ALLOW_TMPFS_DEFAULT),
-            log: log_config(file.log)?,
+            disk_profile,
+            log,
+            write_sizing,
         };
         config.validate()?;
         Ok(config)
@@ -619,16 +661,34 @@ impl NodeConfig {
                 format!("{} per shard", bytes(self.io_memory_bytes as u64)),
             ),
             ("allow_tmpfs", self.allow_tmpfs.to_string()),
+            (
+                "disk_profile",
+                self.disk_profile
+                    .as_ref()
+                    .map_or("none".to_string(), |p| p.display().to_string()),
+            ),
             ("log.segment_bytes_max", bytes(log.segment_bytes_max)),
             ("log.segment_age_ms_max", millis(log.segment_age_ms_max)),
             ("log.preallocate_bytes", bytes(log.preallocate_bytes)),
             (
                 "log.write_buffer_bytes",
-                bytes(log.write_buffer_bytes as u64),
+                format!(
+                    "{} ({})",
+                    bytes(log.write_buffer_bytes as u64),
+                    self.write_sizing
+                        .write_buffer_bytes
+                        .describe(log.write_buffer_bytes as u64, bytes),
+                ),
             ),
             (
                 "log.writes_in_flight_max",
-                log.writes_in_flight_max.to_string(),
+                format!(
+                    "{} ({})",
+                    log.writes_in_flight_max,
+                    self.write_sizing
+                        .writes_in_flight_max
+                        .describe(log.writes_in_flight_max as u64, |n| n.to_string()),
+                ),
             ),
             ("log.tail_cache_bytes", bytes(log.tail_cache_bytes as u64)),
             (
@@ -694,6 +754,136 @@ fn optional_limit(field: &str, value: i64, unit: &str) -> Result<Option<u64>, Co
                 format!("use a number of {unit}, or -1 for no limit"),
             )
         }),
+    }
+}
+
+/// Where `log.write_buffer_bytes` and `log.writes_in_flight_max` came from, for
+/// [`NodeConfig::describe`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteSizing {
+    pub write_buffer_bytes: SizingSource,
+    pub writes_in_flight_max: SizingSource,
+}
+
+/// Where one write-sizing setting came from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SizingSource {
+    #[default]
+    Default,
+    /// The `[log]` table of the config file; a disk profile never overrides it.
+    ConfigFile,
+    /// The disk profile, which recommended `recommended` before it was fitted to the
+    /// bounds and to `io_memory_bytes`.
+    DiskProfile { recommended: u64 },
+}
+
+impl SizingSource {
+    fn from_file(set_in_file: bool) -> Self {
+        if set_in_file {
+            SizingSource::ConfigFile
+        } else {
+            SizingSource::Default
+        }
+    }
+
+    fn describe(&self, value: u64, show: impl Fn(u64) -> String) -> String {
+        match *self {
+            SizingSource::Default => "default".to_string(),
+            SizingSource::ConfigFile => "config file".to_string(),
+            SizingSource::DiskProfile { recommended } if recommended == value => {
+                "disk profile".to_string()
+            }
+            SizingSource::DiskProfile { recommended } => format!(
+                "disk profile recommends {}, fitted to the bounds and io_memory_bytes",
+                show(recommended)
+            ),
+        }
+    }
+}
+
+/// The part of a disk profile (`strand disk probe --out FILE`, written by
+/// `strand_tools::probe`) the node uses; the measurements in it are ignored here.
+#[derive(Debug, Deserialize)]
+struct DiskProfile {
+    schema_version: u32,
+    recommended_write_buffer_bytes: u64,
+    recommended_writes_in_flight: u64,
+}
+
+impl DiskProfile {
+    fn read(path: &Path) -> Result<Self, ConfigError> {
+        let bad = |why: String| {
+            ConfigError::invalid(
+                "disk_profile",
+                path.display(),
+                format!("{why}; {DISK_PROFILE_FIX}"),
+            )
+        };
+        let text =
+            std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read it ({e})")))?;
+        let profile: DiskProfile = serde_json::from_str(&text)
+            .map_err(|e| bad(format!("it is not a disk profile ({e})")))?;
+        if profile.schema_version != DISK_PROFILE_SCHEMA_VERSION {
+            return Err(bad(format!(
+                "its schema_version is {}, this node reads version {DISK_PROFILE_SCHEMA_VERSION}",
+                profile.schema_version
+            )));
+        }
+        let buffer = profile.recommended_write_buffer_bytes;
+        if buffer == 0 || !buffer.is_multiple_of(PAGE_BYTES as u64) {
+            return Err(bad(format!(
+                "its recommended_write_buffer_bytes {buffer} is not a positive multiple of \
+                 {PAGE_BYTES}"
+            )));
+        }
+        if profile.recommended_writes_in_flight == 0 {
+            return Err(bad("its recommended_writes_in_flight is 0".to_string()));
+        }
+        Ok(profile)
+    }
+
+    /// Takes the recommendations for the settings the config file leaves unset (those
+    /// it sets are never changed): clamped to the `PROFILE_*` bounds, then shrunk,
+    /// writes in flight first, until the DMA buffers of one log fit in
+    /// `io_memory_bytes`, the registered I/O memory of a shard. A log holds
+    /// `write_buffer_bytes × (2 × writes_in_flight_max + 1)` of them: the writes in
+    /// flight, as many full buffers queued behind them, and the one filling.
+    fn apply(
+        &self,
+        log: &mut LogConfig,
+        sizing: WriteSizing,
+        io_memory_bytes: usize,
+    ) -> WriteSizing {
+        let mut sizing = sizing;
+        let take_buffer = sizing.write_buffer_bytes != SizingSource::ConfigFile;
+        let take_in_flight = sizing.writes_in_flight_max != SizingSource::ConfigFile;
+        if take_buffer {
+            let recommended = self.recommended_write_buffer_bytes;
+            log.write_buffer_bytes = usize::try_from(recommended).unwrap_or(usize::MAX).clamp(
+                PROFILE_WRITE_BUFFER_BYTES_MIN,
+                PROFILE_WRITE_BUFFER_BYTES_MAX,
+            );
+            sizing.write_buffer_bytes = SizingSource::DiskProfile { recommended };
+        }
+        if take_in_flight {
+            let recommended = self.recommended_writes_in_flight;
+            log.writes_in_flight_max = usize::try_from(recommended)
+                .unwrap_or(usize::MAX)
+                .clamp(1, PROFILE_WRITES_IN_FLIGHT_MAX);
+            sizing.writes_in_flight_max = SizingSource::DiskProfile { recommended };
+        }
+        if take_in_flight {
+            let buffers_fit = io_memory_bytes / log.write_buffer_bytes;
+            let in_flight_fit = (buffers_fit.saturating_sub(1) / 2).max(1);
+            log.writes_in_flight_max = log.writes_in_flight_max.min(in_flight_fit);
+        }
+        if take_buffer {
+            let buffer_fit = io_memory_bytes / (2 * log.writes_in_flight_max + 1);
+            let buffer_fit =
+                (buffer_fit / PAGE_BYTES * PAGE_BYTES).max(PROFILE_WRITE_BUFFER_BYTES_MIN);
+            log.write_buffer_bytes = log.write_buffer_bytes.min(buffer_fit);
+        }
+        sizing
     }
 }
 
@@ -962,6 +1152,7 @@ mod tests {
             ("node_id", "STRAND_NODE_ID"),
             ("auto_create_topics", "STRAND_AUTO_CREATE_TOPICS"),
             ("cluster_id", "STRAND_CLUSTER_ID"),
+            ("disk_profile", "STRAND_DISK_PROFILE"),
         ];
         let cmd = Args::command();
         for (id, var) in want {
@@ -1358,7 +1549,7 @@ mod tests {
         };
         let c = resolve_flags(&["--cores", "0-1,4"]).expect("valid");
         let got = rows(&c);
-        assert_eq!(got.len(), 22, "one line per setting: {got:?}");
+        assert_eq!(got.len(), 23, "one line per setting: {got:?}");
         for (key, value) in [
             ("kafka_addr", "127.0.0.1:9092"),
             ("advertised_kafka_addr", "127.0.0.1:9092"),
@@ -1368,6 +1559,9 @@ mod tests {
             ("io_memory_bytes", "16 MiB per shard"),
             ("log.retention_ms", "7 d"),
             ("log.retention_bytes", "none"),
+            ("disk_profile", "none"),
+            ("log.write_buffer_bytes", "1 MiB (default)"),
+            ("log.writes_in_flight_max", "4 (default)"),
         ] {
             assert!(
                 got.contains(&(key.to_string(), value.to_string())),
@@ -1380,5 +1574,185 @@ mod tests {
             "[::1]:9092".to_string(),
         );
         assert!(rows(&c).contains(&want));
+    }
+
+    /// A profile as `strand disk probe --out` writes it (measurements trimmed).
+    fn profile_json(schema_version: u32, buffer: u64, in_flight: u64) -> String {
+        format!(
+            r#"{{
+  "schema_version": {schema_version},
+  "path": "/var/lib/strand",
+  "device": "/dev/nvme0n1",
+  "sequential": [],
+  "fdatasync": {{ "samples": 10, "p50_us": 40, "p99_us": 90, "max_us": 120 }},
+  "sequential_write_bytes_per_sec": 2000000000,
+  "recommended_write_buffer_bytes": {buffer},
+  "recommended_writes_in_flight": {in_flight}
+}}"#
+        )
+    }
+
+    fn write_profile(dir: &tempfile::TempDir, name: &str, text: &str) -> PathBuf {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write profile");
+        path
+    }
+
+    fn with_profile(path: &Path, extra_flags: &[&str]) -> Result<NodeConfig, ConfigError> {
+        let path = path.to_str().expect("utf-8 path");
+        let argv: Vec<&str> = ["--disk-profile", path]
+            .into_iter()
+            .chain(extra_flags.iter().copied())
+            .collect();
+        resolve_flags(&argv)
+    }
+
+    #[test]
+    fn disk_profile_sizes_the_writes_not_set_in_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = write_profile(&dir, "disk.json", &profile_json(1, 256 * 1024, 8));
+        let c = with_profile(&path, &[]).expect("valid");
+        assert_eq!(c.disk_profile.as_deref(), Some(path.as_path()));
+        assert_eq!(c.log.write_buffer_bytes, 256 * KIB);
+        assert_eq!(c.log.writes_in_flight_max, 8);
+        assert_eq!(
+            c.write_sizing,
+            WriteSizing {
+                write_buffer_bytes: SizingSource::DiskProfile {
+                    recommended: 256 * 1024
+                },
+                writes_in_flight_max: SizingSource::DiskProfile { recommended: 8 },
+            }
+        );
+        let text = c.describe();
+        assert!(text.contains("256 KiB (disk profile)"), "{text}");
+        assert!(text.contains("8 (disk profile)"), "{text}");
+        assert!(text.contains(&path.display().to_string()), "{text}");
+
+        // From the file's `disk_profile` key too.
+        let toml = format!("disk_profile = {:?}\n", path.display().to_string());
+        let c = resolve(Args::default(), file(&toml)).expect("valid");
+        assert_eq!(c.log.write_buffer_bytes, 256 * KIB);
+    }
+
+    #[test]
+    fn settings_in_the_file_beat_the_disk_profile() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = write_profile(&dir, "disk.json", &profile_json(1, 256 * 1024, 8));
+        let toml = format!(
+            "disk_profile = {:?}\n[log]\nwrite_buffer_bytes = 131072\n",
+            path.display().to_string()
+        );
+        let c = resolve(Args::default(), file(&toml)).expect("valid");
+        assert_eq!(c.log.write_buffer_bytes, 128 * KIB);
+        assert_eq!(c.write_sizing.write_buffer_bytes, SizingSource::ConfigFile);
+        assert_eq!(c.log.writes_in_flight_max, 8);
+        let text = c.describe();
+        assert!(text.contains("128 KiB (config file)"), "{text}");
+
+        let toml = format!(
+            "disk_profile = {:?}\n[log]\nwrite_buffer_bytes = 131072\nwrites_in_flight_max = 2\n",
+            path.display().to_string()
+        );
+        let c = resolve(Args::default(), file(&toml)).expect("valid");
+        assert_eq!(c.log.write_buffer_bytes, 128 * KIB);
+        assert_eq!(c.log.writes_in_flight_max, 2);
+        assert_eq!(
+            c.write_sizing.writes_in_flight_max,
+            SizingSource::ConfigFile
+        );
+    }
+
+    #[test]
+    fn the_disk_profile_flag_beats_the_file_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let good = write_profile(&dir, "good.json", &profile_json(1, 512 * 1024, 2));
+        let toml = format!(
+            "disk_profile = {:?}\n",
+            dir.path().join("absent.json").display().to_string()
+        );
+        let args = Args {
+            disk_profile: Some(good.clone()),
+            ..Args::default()
+        };
+        let c = resolve(args, file(&toml)).expect("the flag's profile is read, not the file's");
+        assert_eq!(c.disk_profile, Some(good));
+        assert_eq!(c.log.write_buffer_bytes, 512 * KIB);
+    }
+
+    #[test]
+    fn disk_profile_is_fitted_to_bounds_and_io_memory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // 1 MiB × (2 × 32 + 1) is more than the default 16 MiB of I/O memory.
+        let path = write_profile(&dir, "deep.json", &profile_json(1, 1024 * 1024, 32));
+        let c = with_profile(&path, &[]).expect("valid");
+        assert_eq!(c.log.write_buffer_bytes, MIB);
+        assert_eq!(c.log.writes_in_flight_max, 7);
+        assert!(c.log.write_buffer_bytes * (2 * c.log.writes_in_flight_max + 1) <= 16 * MIB);
+        let text = c.describe();
+        assert!(
+            text.contains(
+                "7 (disk profile recommends 32, fitted to the bounds and io_memory_bytes)"
+            ),
+            "{text}"
+        );
+
+        // The smallest I/O memory: one write in flight, a smaller buffer.
+        let c = with_profile(&path, &["--io-memory-bytes", "1048576"]).expect("valid");
+        assert_eq!(c.log.writes_in_flight_max, 1);
+        assert_eq!(c.log.write_buffer_bytes, 340 * KIB);
+        assert!(c.log.write_buffer_bytes * 3 <= MIB);
+
+        // Tiny and huge recommendations are clamped.
+        let path = write_profile(&dir, "tiny.json", &profile_json(1, 4096, 1000));
+        let c = with_profile(&path, &[]).expect("valid");
+        assert_eq!(c.log.write_buffer_bytes, 64 * KIB);
+        assert_eq!(c.log.writes_in_flight_max, 32);
+        let path = write_profile(&dir, "huge.json", &profile_json(1, 1 << 40, 1));
+        let c = with_profile(&path, &[]).expect("valid");
+        assert_eq!(c.log.write_buffer_bytes, 16 * MIB / 3 / 4096 * 4096);
+        assert_eq!(c.log.writes_in_flight_max, 1);
+
+        // A buffer set in the file is never shrunk, even when it leaves no room.
+        let toml = format!(
+            "disk_profile = {:?}\n[log]\nwrite_buffer_bytes = 8388608\n",
+            path.display().to_string()
+        );
+        let c = resolve(Args::default(), file(&toml)).expect("valid");
+        assert_eq!(c.log.write_buffer_bytes, 8 * MIB);
+        assert_eq!(c.log.writes_in_flight_max, 1);
+    }
+
+    #[test]
+    fn a_bad_disk_profile_names_the_field_and_the_fix() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cases = [
+            ("absent.json", None),
+            (
+                "corrupt.json",
+                Some("{\"schema_version\": 1, \"recomm".to_string()),
+            ),
+            ("empty.json", Some(String::new())),
+            ("not-profile.json", Some("{\"node_id\": 3}".to_string())),
+            ("future.json", Some(profile_json(2, 65536, 4))),
+            ("zero.json", Some(profile_json(1, 0, 4))),
+            ("unaligned.json", Some(profile_json(1, 5000, 4))),
+            ("no-writes.json", Some(profile_json(1, 65536, 0))),
+        ];
+        for (name, text) in cases {
+            let path = match text {
+                Some(text) => write_profile(&dir, name, &text),
+                None => dir.path().join(name),
+            };
+            let result = with_profile(&path, &[]);
+            let msg = error_of(result);
+            assert!(
+                msg.starts_with("invalid config: disk_profile = "),
+                "{name}: {msg}"
+            );
+            assert!(msg.contains(name), "{name}: {msg}");
+            assert!(msg.contains("strand disk probe"), "{name}: {msg}");
+            assert_invalid(with_profile(&path, &[]), "disk_profile");
+        }
     }
 }

@@ -34,6 +34,12 @@ pub enum Command {
     /// Read Strand's segment and index files offline (no broker needed).
     #[command(subcommand)]
     Segment(SegmentCommand),
+    /// Measure the disk holding a directory, like `rpk iotune` (no broker needed).
+    #[command(subcommand)]
+    Disk(crate::probe::DiskCommand),
+    /// Brokers, partitions, offsets and sizes at a glance.
+    #[command(subcommand)]
+    Cluster(crate::cluster::ClusterCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -76,6 +82,7 @@ pub enum TopicCommand {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Output {
+    #[value(alias = "table")]
     Text,
     Json,
 }

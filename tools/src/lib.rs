@@ -11,9 +11,11 @@
 
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod errors;
 #[cfg(test)]
 mod fake_broker;
+pub mod probe;
 pub mod render;
 pub mod segment;
 pub mod topic;
@@ -37,11 +39,12 @@ pub fn run(cli: &Cli) -> Result<String> {
             }
             return Ok(report);
         }
-        Command::Topic(_) => {}
+        Command::Disk(disk) => return probe::command(disk),
+        Command::Topic(_) | Command::Cluster(_) => {}
     }
     let mut client = Client::connect(&cli.bootstrap)?;
     match &cli.command {
-        Command::Segment(_) => unreachable!("handled above"),
+        Command::Segment(_) | Command::Disk(_) => unreachable!("handled above"),
         Command::Topic(TopicCommand::Create(args)) => topic::create(&mut client, args),
         Command::Topic(TopicCommand::List(args)) => topic::list(&mut client, args.output),
         Command::Topic(TopicCommand::Describe(args)) => {
@@ -49,6 +52,9 @@ pub fn run(cli: &Cli) -> Result<String> {
         }
         Command::Topic(TopicCommand::Delete(args)) => topic::delete(&mut client, &args.name),
         Command::Topic(TopicCommand::Alter(args)) => topic::alter(&mut client, args),
+        Command::Cluster(cluster::ClusterCommand::Status(args)) => {
+            cluster::status(&mut client, args.topic.as_deref(), args.output)
+        }
     }
 }
 

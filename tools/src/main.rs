@@ -25,4 +25,3 @@ fn main() -> ExitCode {
 fn write_out(out: &mut impl Write, text: &str) {
     let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }
-
