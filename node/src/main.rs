@@ -7,6 +7,12 @@ use std::sync::Arc;
 use strand_node::config::NodeConfig;
 use strand_node::shard::NodeShared;
 
+/// mimalloc keeps freed large buffers (request frames) for reuse instead of returning
+/// them to the kernel, which with glibc's malloc cost page faults and TLB shootdowns on
+/// every produce request (seen in `perf` under strand-bench).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit codes: 1 a runtime failure, 2 a bad configuration.
 fn main() -> ExitCode {
     tracing_subscriber::fmt()

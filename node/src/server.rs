@@ -50,7 +50,10 @@ async fn read_body<R: futures_lite::AsyncRead + Unpin>(
     size: usize,
 ) -> Result<(bytes::BytesMut, Vec<StaticPermit>), BodyError> {
     use futures_lite::AsyncReadExt;
-    let mut frame = bytes::BytesMut::with_capacity(size.min(BODY_CHUNK_BYTES));
+    // The whole size is reserved at once so that the frame is never moved as it grows
+    // (a produce request is as large as its batches). Reserving is not holding: the
+    // pages are only touched, and so only resident, as the bytes arrive and are paid for.
+    let mut frame = bytes::BytesMut::with_capacity(size);
     let mut permits = Vec::new();
     while frame.len() < size {
         let chunk = (size - frame.len()).min(BODY_CHUNK_BYTES);

@@ -43,10 +43,10 @@ def binaries():
     dst = TARGET / f"it-bin-{os.getpid()}"
     dst.mkdir(parents=True, exist_ok=True)
     out = {}
-    for name in ("strand-node", "strand"):
+    for name in ("strand-node", "strand", "strand-bench"):
         src = src_dir / name
         if not src.exists():
-            pytest.exit(f"{src} is missing: run `cargo build -p strand-node -p strand-tools`", 2)
+            pytest.exit(f"{src} is missing: run `cargo build -p strand-node -p strand-tools -p strand-bench`", 2)
         shutil.copy2(src, dst / name)
         out[name] = dst / name
     yield out

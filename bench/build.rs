@@ -1,0 +1,31 @@
+//! Records the git revision the bench was built from, for summary.json.
+
+use std::process::Command;
+
+fn main() {
+    let git = |args: &[&str]| -> Option<String> {
+        let out = Command::new("git").args(args).output().ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    };
+    let revision = match git(&["rev-parse", "HEAD"]) {
+        Some(rev) => {
+            let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
+                .is_some_and(|s| !s.is_empty());
+            if dirty {
+                format!("{rev}-dirty")
+            } else {
+                rev
+            }
+        }
+        None => "unknown".to_owned(),
+    };
+    println!("cargo:rustc-env=STRAND_GIT_REVISION={revision}");
+    // Rebuild when the checked-out commit or the index changes.
+    for path in ["../.git/HEAD", "../.git/index"] {
+        if std::path::Path::new(path).exists() {
+            println!("cargo:rerun-if-changed={path}");
+        }
+    }
+}

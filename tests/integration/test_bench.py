@@ -1,0 +1,183 @@
+"""strand-bench against real nodes: its files, its coordinated-omission
+correction (against a node stopped on purpose with SIGSTOP), its errors, Ctrl-C,
+and a short suite run so the bench cannot rot."""
+
+import json
+import re
+import signal
+import subprocess
+import time
+
+import pytest
+from hdrh.log import HistogramLogReader
+
+from conftest import TARGET
+
+
+def bench(binaries, *args, timeout=120, **kw):
+    return subprocess.run(
+        [str(binaries["strand-bench"]), *map(str, args)],
+        capture_output=True, text=True, timeout=timeout, **kw,
+    )
+
+
+def out_dir(name):
+    d = TARGET / f"it-bench-{name}-{time.monotonic_ns()}"
+    d.mkdir(parents=True)
+    return d
+
+
+def read_log(path):
+    """Every interval histogram of an interval log, via the hdrhistogram package."""
+    reader = HistogramLogReader(str(path), None)
+    hists = []
+    while True:
+        h = reader.get_next_interval_histogram()
+        if h is None:
+            return hists
+        hists.append(h)
+
+
+def count_above(hists, value_us):
+    total = 0
+    for h in hists:
+        for item in h.get_recorded_iterator():
+            if item.value_iterated_to >= value_us:
+                total += item.count_added_in_this_iter_step
+    return total
+
+
+def test_run_writes_consistent_files(node, binaries):
+    out = out_dir("run")
+    r = bench(binaries, "--bootstrap", node.bootstrap, "--topic", "bench-files",
+              "--partitions", "4", "--producers", "2", "--consumers", "1",
+              "--rate", "2000", "--duration", "3s", "--warmup", "1s",
+              "--out", out, "--label", "files")
+    assert r.returncode == 0, r.stderr
+    for name in ("summary.json", "produce.hgrm", "produce-service.hgrm", "end-to-end.hgrm",
+                 "produce.hlog", "produce-service.hlog", "end-to-end.hlog", "latency.svg"):
+        assert (out / name).stat().st_size > 0, name
+    summary = json.loads((out / "summary.json").read_text())
+    res = summary["results"]
+    assert summary["workload"]["producers"] == 2
+    assert summary["machine"]["git_revision"]
+    # Open loop at 2000 msg/s for ~3 s measured.
+    assert 0.8 * 2000 <= res["produce"]["messages_per_sec"] <= 1.2 * 2000, res["produce"]
+    assert res["errors"] == 0
+    assert res["produce_latency"]["p50_ms"] <= res["produce_latency"]["p99_ms"] <= res["produce_latency"]["max_ms"]
+    # The interval logs hold what the summary counts: the measured intervals.
+    hists = read_log(out / "produce.hlog")
+    assert len(hists) >= 3
+    assert sum(h.get_total_count() for h in hists) == res["produce_latency"]["count"]
+    e2e = read_log(out / "end-to-end.hlog")
+    assert sum(h.get_total_count() for h in e2e) == res["end_to_end_latency"]["count"] > 0
+    # Every message acknowledged in the measured time was also consumed.
+    assert res["end_to_end_latency"]["count"] >= 0.9 * res["produce_latency"]["count"]
+    # The .hgrm's last line is the maximum of the whole run, in milliseconds.
+    rows = [l.split() for l in (out / "produce.hgrm").read_text().splitlines()
+            if re.match(r"^\s+\d", l)]
+    assert float(rows[-1][1]) == 1.0
+    assert abs(float(rows[-1][0]) - res["produce_latency"]["max_ms"]) <= 0.01 * res["produce_latency"]["max_ms"] + 0.001
+    assert "(warm-up)" in r.stderr and "produce" in r.stderr  # the live progress lines
+
+
+def test_open_loop_counts_the_stall_a_closed_loop_hides(node, binaries):
+    """Stop the node for 1 s in the middle of an open-loop run at 2000 msg/s. Every
+    message meant for that second waits for the node: about 2000 messages, half of
+    them more than 500 ms. Measured from the request write (what a closed-loop client
+    reports), only the few requests in flight at the stall see it."""
+    out = out_dir("co")
+    proc = subprocess.Popen(
+        [str(binaries["strand-bench"]), "--bootstrap", node.bootstrap, "--topic", "bench-co",
+         "--producers", "1", "--consumers", "0", "--rate", "2000", "--linger", "1ms",
+         "--duration", "5s", "--warmup", "0s", "--out", str(out), "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(2.0)
+    node.proc.send_signal(signal.SIGSTOP)
+    stall_s = 1.0
+    time.sleep(stall_s)
+    node.proc.send_signal(signal.SIGCONT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    corrected = read_log(out / "produce.hlog")
+    service = read_log(out / "produce-service.hlog")
+    expected_over_half = 2000 * stall_s / 2
+    over_corrected = count_above(corrected, 500_000)
+    over_service = count_above(service, 500_000)
+    assert over_corrected >= 0.6 * expected_over_half, (over_corrected, over_service)
+    assert over_service <= 0.2 * over_corrected, (over_corrected, over_service)
+    res = json.loads((out / "summary.json").read_text())["results"]
+    assert res["produce_latency"]["max_ms"] >= 0.8 * stall_s * 1000
+    # Nothing was dropped to catch up: the schedule was kept.
+    assert res["produce_latency"]["count"] >= 0.95 * 2000 * 5
+
+
+def test_clean_errors(node, binaries):
+    r = bench(binaries, "--bootstrap", "127.0.0.1:1", "--duration", "1s")
+    assert r.returncode == 1
+    assert "cannot reach Kafka at 127.0.0.1:1" in r.stderr, r.stderr
+    assert "panicked" not in r.stderr
+
+    r = bench(binaries, "--bootstrap", node.bootstrap, "--topic", "no-such-topic",
+              "--no-create", "--duration", "1s")
+    assert r.returncode == 1
+    assert "topic no-such-topic does not exist" in r.stderr, r.stderr
+
+    r = bench(binaries, "--message-size", "12parsecs")
+    assert r.returncode == 2
+    assert "--message-size" in r.stderr and "size unit" in r.stderr, r.stderr
+
+    r = bench(binaries, "--bootstrap", node.bootstrap, "--message-size", "4")
+    assert r.returncode == 1
+    assert "--message-size 4B is too small" in r.stderr, r.stderr
+
+    r = bench(binaries, "--bootstrap", node.bootstrap, "--rate=-5")
+    assert r.returncode == 1
+    assert "--rate -5 must be a positive number" in r.stderr, r.stderr
+
+
+def test_ctrl_c_writes_what_was_measured(node, binaries):
+    out = out_dir("sigint")
+    proc = subprocess.Popen(
+        [str(binaries["strand-bench"]), "--bootstrap", node.bootstrap, "--topic", "bench-int",
+         "--rate", "1000", "--duration", "60s", "--warmup", "0s", "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(3.5)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["results"]["interrupted"] is True
+    count = summary["results"]["produce_latency"]["count"]
+    assert 1500 <= count <= 5000, count
+    assert len(read_log(out / "produce.hlog")) >= 3
+    assert (out / "produce.hgrm").read_text().strip().splitlines()[-1].startswith("#[Buckets")
+
+
+def test_embedded_suite_quick(binaries):
+    """The suite end to end, in a few seconds: probe, embedded node, 8 scenarios."""
+    out = out_dir("suite")
+    r = bench(binaries, "suite", "--out", out, "--quick", "--duration", "1s",
+              "--warmup", "0s", "--embedded-dir", TARGET, timeout=240)
+    assert r.returncode == 0, r.stderr + r.stdout
+    lines = r.stdout.strip().splitlines()
+    assert re.fullmatch(r"durable_produce_vs_disk: \d+\.\d\d", lines[-1]), lines[-3:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["scenarios"]) == 8
+    assert summary["disk"]["sequential_write_bytes_per_sec"] > 0
+    for s in summary["scenarios"]:
+        name = s["scenario"]["name"]
+        assert s["results"]["produce"]["messages"] > 0, name
+        assert s["results"]["errors"] == 0, name
+        for f in ("produce.hgrm", "produce.hlog", "summary.json", "latency.svg"):
+            assert (out / name / f).exists(), (name, f)
+    # The 50% runs ran at half the max runs' rate.
+    by = {s["scenario"]["name"]: s for s in summary["scenarios"]}
+    for p in (1, 4):
+        for n in (1, 16):
+            mx, half = by[f"p{p}-n{n}-max"], by[f"p{p}-n{n}-half"]
+            assert half["results"]["target_rate"] == pytest.approx(
+                mx["results"]["produce"]["messages_per_sec"] * 0.5)
+    assert (out / "latency.svg").exists() and (out / "disk-profile.json").exists()
+    assert abs(float(lines[-1].split()[-1]) - summary["durable_produce_vs_disk"]) < 0.006
