@@ -126,7 +126,7 @@ pub struct Results {
     pub measured_secs: f64,
     /// The target rate (open loop), messages per second, or null (closed loop).
     pub target_rate: Option<f64>,
-    /// Messages produced and acknowledged without error.
+    /// Messages produced and acknowledged without error (with acks=0: sent).
     pub produce: Rate,
     pub consume: Rate,
     /// Produce acknowledgement latency from the intended send time.
@@ -265,7 +265,11 @@ pub fn run(
     let results = Results {
         measured_secs: secs,
         target_rate: workload.rate,
-        produce: Rate::of(delta.acked_messages, delta.acked_bytes, secs),
+        // acks=0 has no acknowledgements: what was sent is all there is to count.
+        produce: match workload.acks {
+            crate::settings::Acks::None => Rate::of(delta.sent_messages, delta.sent_bytes, secs),
+            _ => Rate::of(delta.acked_messages, delta.acked_bytes, secs),
+        },
         consume: Rate::of(delta.consumed_messages, delta.consumed_bytes, secs),
         produce_latency: Latency::of(&totals.produce),
         produce_service_latency: Latency::of(&totals.service),

@@ -74,8 +74,9 @@ pub struct Workload {
     #[arg(long, default_value = "64KiB", value_parser = parse_bytes)]
     pub batch_size: Bytes,
 
-    /// How long a batch may wait for more messages before it is sent.
-    #[arg(long, default_value = "1ms", value_parser = parse_duration)]
+    /// How long a batch may wait for more messages before it is sent (5 ms: the Java
+    /// client's and librdkafka's default).
+    #[arg(long, default_value = "5ms", value_parser = parse_duration)]
     pub linger: Millis,
 
     /// Produce requests in flight per producer connection (as max.in.flight).

@@ -181,3 +181,35 @@ def test_embedded_suite_quick(binaries):
                 mx["results"]["produce"]["messages_per_sec"] * 0.5)
     assert (out / "latency.svg").exists() and (out / "disk-profile.json").exists()
     assert abs(float(lines[-1].split()[-1]) - summary["durable_produce_vs_disk"]) < 0.006
+
+
+@pytest.mark.parametrize("codec", ["lz4", "zstd", "gzip", "snappy"])
+def test_keyed_compressed_messages_round_trip(node, binaries, cli, codec):
+    """Keyed, compressed batches: every acknowledged message is consumed (the consumer
+    decompresses them to read the send time), spread over the partitions by key."""
+    out = out_dir(f"keyed-{codec}")
+    topic = f"bench-keyed-{codec}"
+    r = bench(binaries, "--bootstrap", node.bootstrap, "--topic", topic, "--partitions", "4",
+              "--keyed", "--key-count", "100", "--compression", codec, "--rate", "3000",
+              "--consumers", "1", "--duration", "2s", "--warmup", "0s", "--out", out, "--quiet")
+    assert r.returncode == 0, r.stderr
+    res = json.loads((out / "summary.json").read_text())["results"]
+    assert res["errors"] == 0
+    assert res["produce_latency"]["count"] >= 0.9 * 3000 * 2
+    assert res["end_to_end_latency"]["count"] == res["produce_latency"]["count"]
+    status = json.loads(cli(node, "cluster", "status", "--topic", topic, "--output", "json").stdout)
+    ends = [p["end_offset"] for t in status["topics"] for p in t["partitions"]]
+    assert len(ends) == 4 and all(e > 0 for e in ends), ends
+    assert sum(ends) == res["produce_latency"]["count"]
+
+
+def test_acks_zero_counts_what_was_sent(node, binaries):
+    out = out_dir("acks0")
+    r = bench(binaries, "--bootstrap", node.bootstrap, "--topic", "bench-acks0", "--acks", "0",
+              "--rate", "2000", "--consumers", "1", "--duration", "2s", "--warmup", "0s",
+              "--out", out, "--quiet")
+    assert r.returncode == 0, r.stderr
+    res = json.loads((out / "summary.json").read_text())["results"]
+    assert res["produce_latency"]["count"] == 0  # nothing is acknowledged
+    assert res["produce"]["messages"] >= 0.9 * 2000 * 2
+    assert res["end_to_end_latency"]["count"] >= 0.9 * 2000 * 2
