@@ -191,6 +191,7 @@ pub fn run(
         .then(|| (start, Counts::default()));
     let mut measured_to: Option<(Instant, Counts)> = None;
     let mut tick = start;
+    let mut last_tick = (start, Counts::default());
     loop {
         let finished = workers.iter().all(|w| w.is_finished());
         if !finished {
@@ -234,13 +235,15 @@ pub fn run(
                 "{}",
                 progress_line(
                     now.saturating_duration_since(start),
-                    &interval,
-                    &so_far,
+                    now.saturating_duration_since(last_tick.0),
+                    &counts.since(&last_tick.1),
+                    if measuring { &so_far } else { &interval },
                     &counts,
                     measuring
                 )
             );
         }
+        last_tick = (now, counts);
         if finished {
             break;
         }
@@ -344,36 +347,43 @@ fn start_workers(ctx: &Arc<RunContext>) -> Result<Vec<Worker>> {
     Ok(workers)
 }
 
+/// `[  5s] produce 101.2k msg/s 98.8 MiB/s p50 … p99 … | e2e … | errors 0`: rates of
+/// the last interval, percentiles of everything measured so far (of the interval
+/// during the warm-up).
 fn progress_line(
     elapsed: Duration,
-    interval: &Interval,
-    so_far: &Interval,
-    counts: &Counts,
+    interval_length: Duration,
+    interval: &Counts,
+    shown: &Interval,
+    total: &Counts,
     measuring: bool,
 ) -> String {
-    // Rates of the last interval, percentiles of everything measured so far (or of the
-    // interval during the warm-up).
-    let shown = if measuring { so_far } else { interval };
     let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / US_PER_MS;
-    let rate = interval.produce.len() as f64 / REPORT_INTERVAL.as_secs_f64();
+    let secs = interval_length.as_secs_f64().max(1e-3);
+    let mib = |bytes: u64| bytes as f64 / secs / (1 << 20) as f64;
+    let (messages, bytes) = match (interval.acked_messages, interval.sent_messages) {
+        (0, sent) if sent > 0 => (sent, interval.sent_bytes), // acks=0
+        _ => (interval.acked_messages, interval.acked_bytes),
+    };
     let mut line = format!(
-        "[{:>4}s] produce {:>9.1}k msg/s  p50 {:>8.3} ms  p99 {:>8.3} ms",
+        "[{:>4}s] produce {:>7.1}k msg/s {:>7.1} MiB/s  p50 {:>8.3} ms  p99 {:>8.3} ms",
         elapsed.as_secs(),
-        rate / 1e3,
+        messages as f64 / secs / 1e3,
+        mib(bytes),
         ms(&shown.produce, 0.5),
         ms(&shown.produce, 0.99),
     );
     if !shown.end_to_end.is_empty() {
         line.push_str(&format!(
-            " | e2e p50 {:>8.3} ms  p99 {:>8.3} ms",
+            " | consume {:>7.1} MiB/s  e2e p50 {:>8.3} ms  p99 {:>8.3} ms",
+            mib(interval.consumed_bytes),
             ms(&shown.end_to_end, 0.5),
             ms(&shown.end_to_end, 0.99)
         ));
     }
     line.push_str(&format!(
-        " | acked {:.1} MiB, errors {}{}",
-        counts.acked_bytes as f64 / (1 << 20) as f64,
-        counts.errors,
+        " | errors {}{}",
+        total.errors,
         if measuring { "" } else { "  (warm-up)" }
     ));
     line
