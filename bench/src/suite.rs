@@ -219,7 +219,7 @@ pub fn run(args: &SuiteArgs, interrupt: &AtomicBool) -> Result<Status> {
                             break 'all;
                         }
                     };
-                let r = outcome.results.clone();
+                let r = outcome.results;
                 eprintln!(
                     "strand-bench suite: {name}: {:.1} MB/s, p99 {:.3} ms",
                     r.produce.mb_per_sec, r.produce_latency.p99_ms
@@ -230,36 +230,26 @@ pub fn run(args: &SuiteArgs, interrupt: &AtomicBool) -> Result<Status> {
                         &summary::run_summary(&workload, &bootstrap, &r),
                     )?;
                 }
-                if let Some(f) = &r.failure {
-                    failure = Some(anyhow::anyhow!("scenario {name}: {f}"));
-                    done.push(Done {
-                        scenario,
-                        workload,
-                        results: r,
-                        produce: outcome.totals.produce.clone(),
-                    });
-                    break 'all;
-                }
-                if load == "max" {
-                    if r.produce.messages_per_sec <= 0.0 {
-                        failure =
-                            Some(anyhow::anyhow!("scenario {name}: nothing was acknowledged"));
-                        done.push(Done {
-                            scenario,
-                            workload,
-                            results: r,
-                            produce: outcome.totals.produce.clone(),
-                        });
-                        break 'all;
+                let problem = match (&r.failure, load) {
+                    (Some(f), _) => Some(anyhow::anyhow!("scenario {name}: {f}")),
+                    (None, "max") if r.produce.messages_per_sec <= 0.0 => {
+                        Some(anyhow::anyhow!("scenario {name}: nothing was acknowledged"))
                     }
+                    _ => None,
+                };
+                if load == "max" {
                     max_rate = Some(r.produce.messages_per_sec);
                 }
                 done.push(Done {
                     scenario,
                     workload,
                     results: r,
-                    produce: outcome.totals.produce.clone(),
+                    produce: outcome.totals.produce,
                 });
+                if problem.is_some() {
+                    failure = problem;
+                    break 'all;
+                }
             }
         }
     }

@@ -24,6 +24,7 @@ use crate::errors::{check, error_name};
 use crate::render::{id_list, table, Json};
 use crate::topic::{
     metadata_request, BrokerInfo, ClusterMetadata, PartitionInfo, PartitionOffsets, TopicInfo,
+    TIMESTAMP_EARLIEST, TIMESTAMP_LATEST,
 };
 
 /// The DescribeLogDirs versions this command reads: v0 is gone from Kafka 4 and from
@@ -32,8 +33,6 @@ pub const LOG_DIRS_VERSIONS: (i16, i16) = (1, 4);
 /// ApiVersions v0 is understood by every broker.
 const API_VERSIONS_VERSION: i16 = 0;
 /// ListOffsets special timestamps: the log start and the high watermark.
-const TIMESTAMP_EARLIEST: i64 = -2;
-const TIMESTAMP_LATEST: i64 = -1;
 /// The replica id of an ordinary client in ListOffsets.
 const REPLICA_ID_CONSUMER: i32 = -1;
 /// READ_UNCOMMITTED: the latest offset is the high watermark.
@@ -650,20 +649,15 @@ mod tests {
     use super::*;
     use crate::cli::{Cli, Command};
     use crate::client::{decode_request, encode_request};
-    use crate::fake_broker::FakeBroker;
+    use crate::fake_broker::{offsets_response, FakeBroker};
     use clap::Parser;
     use kafka_protocol::messages::describe_log_dirs_response::{
         DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic,
     };
-    use kafka_protocol::messages::list_offsets_response::{
-        ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
-    };
     use kafka_protocol::messages::metadata_response::{
         MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
     };
-    use kafka_protocol::messages::{
-        ListOffsetsResponse, MetadataResponse, RequestKind, ResponseKind,
-    };
+    use kafka_protocol::messages::{MetadataResponse, RequestKind, ResponseKind};
     use std::sync::{Arc, Mutex};
 
     /// What a Kafka 3.x broker advertises for the APIs this command uses.
@@ -726,34 +720,6 @@ mod tests {
             .with_brokers(brokers)
             .with_topics(topics)
             .into()
-    }
-
-    /// Log start 5 and high watermark 40 + partition id, for every partition asked.
-    fn offsets_response(request: &ListOffsetsRequest) -> ResponseKind {
-        let topics = request
-            .topics
-            .iter()
-            .map(|t| {
-                let partitions = t
-                    .partitions
-                    .iter()
-                    .map(|p| {
-                        let offset = match p.timestamp {
-                            TIMESTAMP_EARLIEST => 5,
-                            TIMESTAMP_LATEST => 40 + i64::from(p.partition_index),
-                            other => panic!("unexpected timestamp {other}"),
-                        };
-                        ListOffsetsPartitionResponse::default()
-                            .with_partition_index(p.partition_index)
-                            .with_offset(offset)
-                    })
-                    .collect();
-                ListOffsetsTopicResponse::default()
-                    .with_name(t.name.clone())
-                    .with_partitions(partitions)
-            })
-            .collect();
-        ListOffsetsResponse::default().with_topics(topics).into()
     }
 
     /// 1000 × (partition + 1) bytes for every partition asked, in one log dir.

@@ -11,12 +11,17 @@ use std::thread::JoinHandle;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsResponse, RequestKind, ResponseHeader, ResponseKind,
+    ApiKey, ApiVersionsResponse, ListOffsetsRequest, ListOffsetsResponse, RequestKind,
+    ResponseHeader, ResponseKind,
 };
 use kafka_protocol::protocol::{decode_request_header_from_buffer, Encodable};
 
 use crate::client::frame_body_bytes;
+use crate::topic::{TIMESTAMP_EARLIEST, TIMESTAMP_LATEST};
 
 /// Every request the broker received after ApiVersions, with its version.
 pub type Received = Arc<Mutex<Vec<(i16, RequestKind)>>>;
@@ -108,4 +113,32 @@ fn serve<H>(
         conn.write_all(&size.to_be_bytes()).expect("write");
         conn.write_all(&out).expect("write");
     }
+}
+
+/// Log start 5 and high watermark 40 + partition id, for every partition asked about.
+pub fn offsets_response(request: &ListOffsetsRequest) -> ResponseKind {
+    let topics = request
+        .topics
+        .iter()
+        .map(|t| {
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    let offset = match p.timestamp {
+                        TIMESTAMP_EARLIEST => 5,
+                        TIMESTAMP_LATEST => 40 + i64::from(p.partition_index),
+                        other => panic!("unexpected timestamp {other}"),
+                    };
+                    ListOffsetsPartitionResponse::default()
+                        .with_partition_index(p.partition_index)
+                        .with_offset(offset)
+                })
+                .collect();
+            ListOffsetsTopicResponse::default()
+                .with_name(t.name.clone())
+                .with_partitions(partitions)
+        })
+        .collect();
+    ListOffsetsResponse::default().with_topics(topics).into()
 }

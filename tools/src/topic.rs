@@ -30,8 +30,8 @@ const CONFIG_SOURCE_DYNAMIC_TOPIC: i8 = 1;
 /// `config_operation` SET of IncrementalAlterConfigs (KIP-339).
 const CONFIG_OPERATION_SET: i8 = 0;
 /// ListOffsets special timestamps: the log start and the high watermark.
-const TIMESTAMP_EARLIEST: i64 = -2;
-const TIMESTAMP_LATEST: i64 = -1;
+pub(crate) const TIMESTAMP_EARLIEST: i64 = -2;
+pub(crate) const TIMESTAMP_LATEST: i64 = -1;
 /// The replica id of an ordinary client in ListOffsets.
 const REPLICA_ID_CONSUMER: i32 = -1;
 /// READ_UNCOMMITTED: the latest offset is the high watermark.
@@ -1153,19 +1153,16 @@ PARTITION  LEADER  REPLICAS  ISR  START  END  NOTE
     // Whole commands against a scripted broker.
     // -----------------------------------------------------------------------------------
 
-    use crate::fake_broker::FakeBroker;
+    use crate::fake_broker::{offsets_response, FakeBroker};
     use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
     use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
     use kafka_protocol::messages::describe_configs_response::{
         DescribeConfigsResourceResult, DescribeConfigsResult,
     };
-    use kafka_protocol::messages::list_offsets_response::{
-        ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
-    };
     use kafka_protocol::messages::{
         alter_configs_response, incremental_alter_configs_response, AlterConfigsResponse,
         CreateTopicsResponse, DeleteTopicsResponse, DescribeConfigsResponse,
-        IncrementalAlterConfigsResponse, ListOffsetsResponse, RequestKind, ResponseKind,
+        IncrementalAlterConfigsResponse, RequestKind, ResponseKind,
     };
     use std::sync::{Arc, Mutex};
 
@@ -1227,34 +1224,6 @@ PARTITION  LEADER  REPLICAS  ISR  START  END  NOTE
                 .with_resource_name(str_bytes(name))
                 .with_configs(configs)])
             .into()
-    }
-
-    /// Log start 5 and high watermark 40 + partition id, for every partition asked about.
-    fn offsets_response(request: &ListOffsetsRequest) -> ResponseKind {
-        let topics = request
-            .topics
-            .iter()
-            .map(|t| {
-                let partitions = t
-                    .partitions
-                    .iter()
-                    .map(|p| {
-                        let offset = match p.timestamp {
-                            TIMESTAMP_EARLIEST => 5,
-                            TIMESTAMP_LATEST => 40 + i64::from(p.partition_index),
-                            other => panic!("unexpected timestamp {other}"),
-                        };
-                        ListOffsetsPartitionResponse::default()
-                            .with_partition_index(p.partition_index)
-                            .with_offset(offset)
-                    })
-                    .collect();
-                ListOffsetsTopicResponse::default()
-                    .with_name(t.name.clone())
-                    .with_partitions(partitions)
-            })
-            .collect();
-        ListOffsetsResponse::default().with_topics(topics).into()
     }
 
     #[test]
