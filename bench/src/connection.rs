@@ -115,6 +115,25 @@ impl Connection {
     }
 }
 
+/// Something holding a broker socket, which a stopping run may need to close from
+/// another thread.
+pub trait AsSocket {
+    /// A second handle on the socket (`None` if the kernel refuses one).
+    fn socket_clone(&self) -> Option<TcpStream>;
+}
+
+impl AsSocket for Connection {
+    fn socket_clone(&self) -> Option<TcpStream> {
+        self.stream.try_clone().ok()
+    }
+}
+
+impl AsSocket for Writer {
+    fn socket_clone(&self) -> Option<TcpStream> {
+        self.stream.try_clone().ok()
+    }
+}
+
 /// The writing half.
 #[derive(Debug)]
 pub struct Writer {

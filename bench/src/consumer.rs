@@ -17,7 +17,7 @@ use kafka_protocol::records::RecordBatchDecoder;
 use strand_tools::errors::error_name;
 use strand_tools::topic::list_offsets_request;
 
-use crate::cluster::PartitionRef;
+use crate::cluster::{Layout, PartitionRef};
 use crate::connection::Connection;
 use crate::run::RunContext;
 
@@ -34,18 +34,79 @@ const RESPONSE_MAX_BYTES: i32 = 64 << 20;
 /// After the producers are done, consumers read until they are caught up, or this long.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// What one consumer reads.
+/// What one consumer reads: partitions and the offset to start each at.
 #[derive(Debug, Clone)]
 pub struct ConsumerPlan {
     pub id: u32,
-    pub partitions: Vec<PartitionRef>,
+    pub partitions: Vec<(PartitionRef, i64)>,
+}
+
+/// Shares the partitions out among `consumers` (round robin) and finds where each log
+/// ends now, so that consumers read exactly what the run's producers write.
+pub fn plans(layout: &Layout, consumers: u32) -> Result<Vec<ConsumerPlan>> {
+    if consumers == 0 {
+        return Ok(Vec::new());
+    }
+    let mut ends: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    let mut by_leader: BTreeMap<i32, BTreeMap<&str, Vec<i32>>> = BTreeMap::new();
+    for p in &layout.partitions {
+        by_leader
+            .entry(p.leader)
+            .or_default()
+            .entry(&p.topic)
+            .or_default()
+            .push(p.partition);
+    }
+    for (leader, topics) in by_leader {
+        let mut conn = Connection::open(layout.broker_addr(leader)?)?;
+        let version = conn.version(ApiKey::ListOffsets, LIST_OFFSETS_VERSIONS)?;
+        for (topic, ids) in topics {
+            let response: ListOffsetsResponse = conn.call(
+                ApiKey::ListOffsets,
+                version,
+                &list_offsets_request(topic, &ids, LATEST),
+            )?;
+            for t in &response.topics {
+                for p in &t.partitions {
+                    if p.error_code != 0 {
+                        bail!(
+                            "cannot find the end of {topic}-{}: {}",
+                            p.partition_index,
+                            error_name(p.error_code)
+                        );
+                    }
+                    ends.insert((topic.to_owned(), p.partition_index), p.offset);
+                }
+            }
+        }
+    }
+    let mut plans: Vec<ConsumerPlan> = (0..consumers)
+        .map(|id| ConsumerPlan {
+            id,
+            partitions: Vec::new(),
+        })
+        .collect();
+    for (i, p) in layout.partitions.iter().enumerate() {
+        let end = ends
+            .get(&(p.topic.clone(), p.partition))
+            .copied()
+            .with_context(|| format!("no end offset for {}-{}", p.topic, p.partition))?;
+        plans[i % consumers as usize]
+            .partitions
+            .push((p.clone(), end));
+    }
+    plans.retain(|p| !p.partitions.is_empty());
+    Ok(plans)
 }
 
 /// Runs one consumer (one thread per leader broker of its partitions) to the end of the run.
 pub fn run(ctx: &Arc<RunContext>, plan: &ConsumerPlan) -> Result<()> {
-    let mut by_leader: BTreeMap<i32, Vec<PartitionRef>> = BTreeMap::new();
-    for p in &plan.partitions {
-        by_leader.entry(p.leader).or_default().push(p.clone());
+    let mut by_leader: BTreeMap<i32, Vec<(PartitionRef, i64)>> = BTreeMap::new();
+    for (p, from) in &plan.partitions {
+        by_leader
+            .entry(p.leader)
+            .or_default()
+            .push((p.clone(), *from));
     }
     let mut threads = Vec::new();
     for (leader, partitions) in by_leader {
@@ -70,35 +131,15 @@ pub fn run(ctx: &Arc<RunContext>, plan: &ConsumerPlan) -> Result<()> {
     result
 }
 
-fn fetch_loop(ctx: &RunContext, addr: &str, partitions: &[PartitionRef]) -> Result<()> {
+fn fetch_loop(ctx: &RunContext, addr: &str, partitions: &[(PartitionRef, i64)]) -> Result<()> {
     let mut conn = Connection::open(addr)?;
+    ctx.watch_socket(&conn);
     let fetch_version = conn.version(ApiKey::Fetch, FETCH_VERSIONS)?;
-    let offsets_version = conn.version(ApiKey::ListOffsets, LIST_OFFSETS_VERSIONS)?;
     // (topic, partition) → next offset to read.
-    let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
-    let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
-    for p in partitions {
-        by_topic.entry(&p.topic).or_default().push(p.partition);
-    }
-    for (topic, ids) in &by_topic {
-        let response: ListOffsetsResponse = conn.call(
-            ApiKey::ListOffsets,
-            offsets_version,
-            &list_offsets_request(topic, ids, LATEST),
-        )?;
-        for t in &response.topics {
-            for p in &t.partitions {
-                if p.error_code != 0 {
-                    bail!(
-                        "cannot find the end of {topic}-{}: {}",
-                        p.partition_index,
-                        error_name(p.error_code)
-                    );
-                }
-                next.insert((topic.to_string(), p.partition_index), p.offset);
-            }
-        }
-    }
+    let mut next: BTreeMap<(String, i32), i64> = partitions
+        .iter()
+        .map(|(p, from)| ((p.topic.clone(), p.partition), *from))
+        .collect();
     let mut drain_deadline: Option<Instant> = None;
     let mut intended = Vec::new();
     loop {
@@ -117,7 +158,7 @@ fn fetch_loop(ctx: &RunContext, addr: &str, partitions: &[PartitionRef]) -> Resu
         let now_ns = ctx.recorder.clock.now_ns();
         if response.error_code != 0 {
             ctx.recorder
-                .error(&error_name(response.error_code).to_string(), 1);
+                .error(&format!("fetch {}", error_name(response.error_code)), 1);
         }
         let mut received = 0u64;
         let mut caught_up = true;
@@ -125,7 +166,9 @@ fn fetch_loop(ctx: &RunContext, addr: &str, partitions: &[PartitionRef]) -> Resu
             let topic = t.topic.0.as_str();
             for p in &t.partitions {
                 if p.error_code != 0 {
-                    ctx.recorder.error(&error_name(p.error_code).to_string(), 1);
+                    ctx.recorder
+                        .error(&format!("fetch {}", error_name(p.error_code)), 1);
+                    caught_up = false;
                     continue;
                 }
                 let key = (topic.to_owned(), p.partition_index);

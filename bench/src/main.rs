@@ -80,6 +80,7 @@ fn watch_interrupts(flag: &Arc<AtomicBool>) -> Result<()> {
 }
 
 fn run_one(workload: &Workload, interrupt: &AtomicBool) -> Result<Status> {
+    workload.validate()?;
     let mut node = None;
     let bootstrap = if workload.embedded {
         let n = EmbeddedNode::start(&EmbeddedOptions {
@@ -116,6 +117,13 @@ fn run_one(workload: &Workload, interrupt: &AtomicBool) -> Result<Status> {
     }
     if let Some(failure) = &outcome.results.failure {
         anyhow::bail!("the run failed: {failure}");
+    }
+    if outcome.results.errors > 0 {
+        anyhow::bail!(
+            "{} message(s) failed: {:?} (their latencies are not in the histograms)",
+            outcome.results.errors,
+            outcome.results.error_kinds
+        );
     }
     Ok(if outcome.results.interrupted {
         Status::Interrupted

@@ -10,7 +10,7 @@
 //! `--max-in-flight` requests outstanding); its latency counts from then.
 
 use std::collections::BTreeMap;
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -35,6 +35,9 @@ const PRODUCE_VERSIONS: (i16, i16) = (3, 9);
 /// How long the broker may take to make a batch durable before it answers with an error.
 const PRODUCE_TIMEOUT_MS: i32 = 30_000;
 
+/// Messages a closed-loop producer makes between looks at the clock and the lingers.
+const CLOSED_LOOP_MESSAGES_PER_CHECK: usize = 64;
+
 /// Bytes a record adds to its key and value in a batch (length, attributes, deltas,
 /// header count), and the batch header itself; used to keep batches under --batch-size.
 const RECORD_OVERHEAD_BYTES: u64 = 16;
@@ -48,6 +51,9 @@ pub struct ProducerPlan {
     pub partitions: Vec<PartitionRef>,
     /// Messages per second (open loop), or `None` for as fast as acknowledged.
     pub rate: Option<f64>,
+    /// Where its schedule starts after the run's start: producers are spread over one
+    /// message interval of the total rate, so their messages do not come in bursts.
+    pub phase: Duration,
 }
 
 /// A request that has been written and not yet answered.
@@ -84,8 +90,12 @@ struct Pending {
 struct Route {
     writer: Writer,
     version: i16,
-    /// `None` with acks=0 (no responses).
-    in_flight: Option<SyncSender<InFlight>>,
+    /// Requests written and not yet answered, for the reader (`None` with acks=0: no
+    /// responses).
+    in_flight: Option<Sender<InFlight>>,
+    /// One token per request that may be outstanding (`--max-in-flight`); the reader
+    /// hands a token back with each answer, and drops its end when it stops.
+    slots: Option<Receiver<()>>,
     reader: Option<JoinHandle<()>>,
 }
 
@@ -101,25 +111,29 @@ pub fn run(ctx: &Arc<RunContext>, plan: &ProducerPlan) -> Result<()> {
         let conn = Connection::open(addr)?;
         let version = conn.version(ApiKey::Produce, PRODUCE_VERSIONS)?;
         let (writer, reader) = conn.split()?;
-        let (in_flight, reader) = if w.acks == Acks::None {
-            (None, None)
+        let (in_flight, slots, reader) = if w.acks == Acks::None {
+            (None, None, None)
         } else {
-            // The reader holds one request while it waits for the answer, so a queue of
-            // max_in_flight - 1 allows max_in_flight outstanding.
-            let (tx, rx) = sync_channel(w.max_in_flight as usize - 1);
+            let (queue_tx, queue_rx) = channel();
+            let (slot_tx, slot_rx) = channel();
+            for _ in 0..w.max_in_flight {
+                let _ = slot_tx.send(());
+            }
             let ctx = ctx.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("producer-{}-read", plan.id))
-                .spawn(move || read_responses(&ctx, reader, version, &rx))
+                .spawn(move || read_responses(&ctx, reader, version, &queue_rx, &slot_tx))
                 .context("cannot start a producer reader thread")?;
-            (Some(tx), Some(handle))
+            (Some(queue_tx), Some(slot_rx), Some(handle))
         };
+        ctx.watch_socket(&writer);
         routes.insert(
             p.leader,
             Route {
                 writer,
                 version,
                 in_flight,
+                slots,
                 reader,
             },
         );
@@ -148,6 +162,8 @@ struct Producer<'a> {
     /// The partition unkeyed messages go to until its batch is sent.
     sticky: usize,
     template: Vec<u8>,
+    /// The smallest a record can add to a batch: a batch with less room is full.
+    record_bytes_min: u64,
     made: u64,
     linger: Duration,
     options: RecordEncodeOptions,
@@ -158,12 +174,13 @@ impl<'a> Producer<'a> {
         let w = &ctx.workload;
         // Incompressible content: what compression does to real data depends on it.
         let mut rng = fastrand::Rng::with_seed(u64::from(plan.id) + 1);
-        let template = (0..w.message_size.0).map(|_| rng.u8(..)).collect();
+        let template: Vec<u8> = (0..w.message_size.0).map(|_| rng.u8(..)).collect();
         Self {
             ctx,
             plan,
             pending: plan.partitions.iter().map(|_| Pending::default()).collect(),
             sticky: plan.id as usize % plan.partitions.len().max(1),
+            record_bytes_min: template.len() as u64 + RECORD_OVERHEAD_BYTES,
             template,
             made: 0,
             linger: w.linger.0,
@@ -176,50 +193,53 @@ impl<'a> Producer<'a> {
 
     fn produce(&mut self, routes: &mut BTreeMap<i32, Route>) -> Result<()> {
         let ctx = self.ctx;
-        let batch_bytes = ctx.workload.batch_size.0;
+        let start = ctx.start + self.plan.phase;
         let now = Instant::now();
-        if ctx.start > now {
-            std::thread::sleep(ctx.start - now);
+        if start > now {
+            std::thread::sleep(start - now);
         }
+        // Open loop: every message of the schedule is made and sent, even the ones a
+        // stall across the end of the run delays past it: each is charged the latency
+        // it really saw.
+        let scheduled = self.plan.rate.map(|rate| {
+            let total = (ctx.end.saturating_duration_since(start).as_secs_f64() * rate).ceil();
+            (rate, total as u64)
+        });
         loop {
             if ctx.stopped() {
                 return Ok(());
             }
             let now = Instant::now();
-            if now >= ctx.end {
-                break;
-            }
-            match self.plan.rate {
-                Some(rate) => {
-                    let elapsed = now.saturating_duration_since(ctx.start).as_secs_f64();
-                    let due = (elapsed * rate) as u64 + 1;
+            match scheduled {
+                Some((rate, total)) => {
+                    if self.made >= total {
+                        break;
+                    }
+                    let elapsed = now.saturating_duration_since(start).as_secs_f64();
+                    let due = ((elapsed * rate) as u64 + 1).min(total);
                     while self.made < due && !ctx.stopped() {
-                        let intended = ctx.start + Duration::from_secs_f64(self.made as f64 / rate);
-                        let slot = self.add(intended);
-                        if self.pending[slot].bytes >= batch_bytes {
-                            self.send(routes, Some(slot), now)?;
-                        }
+                        let intended = start + Duration::from_secs_f64(self.made as f64 / rate);
+                        self.add(routes, intended)?;
                     }
                     self.send(routes, None, Instant::now())?;
-                    let next_message = ctx.start + Duration::from_secs_f64(self.made as f64 / rate);
+                    let next_message = start + Duration::from_secs_f64(self.made as f64 / rate);
                     let wake = self
                         .next_linger_deadline()
-                        .map_or(next_message, |l| l.min(next_message))
-                        .min(ctx.end);
+                        .map_or(next_message, |l| l.min(next_message));
                     let now = Instant::now();
                     if wake > now {
                         std::thread::sleep(wake - now);
                     }
                 }
                 None => {
-                    // As fast as the broker takes them: fill a batch, send it (this
-                    // blocks while max_in_flight requests are outstanding).
-                    loop {
-                        let slot = self.add(Instant::now());
-                        if self.pending[slot].bytes >= batch_bytes {
-                            self.send(routes, Some(slot), Instant::now())?;
-                            break;
-                        }
+                    if now >= ctx.end {
+                        break;
+                    }
+                    // As fast as the broker takes them: `add` sends a batch when the
+                    // next message would not fit, and that blocks while max_in_flight
+                    // requests are outstanding.
+                    for _ in 0..CLOSED_LOOP_MESSAGES_PER_CHECK {
+                        self.add(routes, Instant::now())?;
                     }
                     self.send(routes, None, Instant::now())?;
                 }
@@ -235,12 +255,12 @@ impl<'a> Producer<'a> {
         Ok(())
     }
 
-    /// Makes the next message, meant to be sent at `intended`; returns its partition slot.
-    fn add(&mut self, intended: Instant) -> usize {
+    /// Makes the next message, meant to be sent at `intended`, and puts it in its
+    /// partition's batch; first sends that batch if the message would not fit, so no
+    /// batch is larger than --batch-size (unless one message is).
+    fn add(&mut self, routes: &mut BTreeMap<i32, Route>, intended: Instant) -> Result<()> {
         let w = &self.ctx.workload;
         let n = self.made;
-        self.made += 1;
-        let intended_ns = self.ctx.recorder.clock.at(intended);
         let key = w
             .keyed
             .then(|| Bytes::from(format!("key-{}", n % w.key_count)));
@@ -248,6 +268,18 @@ impl<'a> Producer<'a> {
             Some(k) => (murmur2(k) & 0x7fff_ffff) as usize % self.pending.len(),
             None => self.sticky,
         };
+        let record_bytes = self.template.len() as u64
+            + key.as_ref().map_or(0, |k| k.len() as u64)
+            + RECORD_OVERHEAD_BYTES;
+        let p = &self.pending[slot];
+        if !p.records.is_empty() && p.bytes + record_bytes > w.batch_size.0 {
+            self.send(routes, Some(slot), Instant::now())?;
+        }
+        // Sending moves the sticky partition on: an unkeyed message follows it.
+        let slot = if key.is_some() { slot } else { self.sticky };
+        self.made += 1;
+        let w = &self.ctx.workload;
+        let intended_ns = self.ctx.recorder.clock.at(intended);
         let batch_bytes = w.batch_size.0 as usize;
         let p = &mut self.pending[slot];
         // Values are cut from one buffer per batch: one allocation, not one per message.
@@ -283,7 +315,7 @@ impl<'a> Producer<'a> {
             value: Some(value.freeze()),
             headers: IndexMap::new(),
         });
-        slot
+        Ok(())
     }
 
     fn next_linger_deadline(&self) -> Option<Instant> {
@@ -308,7 +340,7 @@ impl<'a> Producer<'a> {
                 let p = &self.pending[i];
                 !p.records.is_empty()
                     && (Some(i) == force
-                        || p.bytes >= batch_bytes
+                        || p.bytes + self.record_bytes_min > batch_bytes
                         || p.first.is_some_and(|f| f + self.linger <= now))
             })
             .collect();
@@ -383,10 +415,14 @@ impl<'a> Producer<'a> {
             .with_topic_data(topics);
         let messages: u64 = sent.iter().map(|b| b.intended_ns.len() as u64).sum();
         let bytes: u64 = sent.iter().map(|b| b.bytes).sum();
-        match &route.in_flight {
-            Some(queue) => {
-                // Reserve the slot first (this is where max_in_flight blocks), then write:
+        match (&route.in_flight, &route.slots) {
+            (Some(queue), Some(slots)) => {
+                // Wait for a free slot first (this is where max_in_flight blocks), then
+                // note the time and hand the request to the reader before writing it:
                 // the reader must know a request before its answer can arrive.
+                slots
+                    .recv()
+                    .map_err(|_| anyhow!("the response reader for broker {leader} stopped"))?;
                 let correlation_id = route.writer.next_correlation_id();
                 let sent_ns = ctx.recorder.clock.now_ns();
                 queue
@@ -400,7 +436,7 @@ impl<'a> Producer<'a> {
                     .writer
                     .send_as(ApiKey::Produce, route.version, correlation_id, &request)?;
             }
-            None => {
+            _ => {
                 route
                     .writer
                     .send(ApiKey::Produce, route.version, &request)?;
@@ -411,19 +447,30 @@ impl<'a> Producer<'a> {
     }
 }
 
-/// Takes the answers of one connection in order and records them.
-fn read_responses(ctx: &RunContext, mut reader: Reader, version: i16, queue: &Receiver<InFlight>) {
+/// Takes the answers of one connection in order and records them, handing a slot
+/// back for each. On a broken connection, every request still queued is counted as
+/// failed, and dropping `slots` stops the producer.
+fn read_responses(
+    ctx: &RunContext,
+    mut reader: Reader,
+    version: i16,
+    queue: &Receiver<InFlight>,
+    slots: &Sender<()>,
+) {
+    let messages = |r: &InFlight| {
+        r.batches
+            .iter()
+            .map(|b| b.intended_ns.len() as u64)
+            .sum::<u64>()
+    };
     while let Ok(request) = queue.recv() {
         let response: ProduceResponse =
             match reader.recv(ApiKey::Produce, version, request.correlation_id) {
                 Ok(r) => r,
                 Err(e) => {
-                    let count = request
-                        .batches
-                        .iter()
-                        .map(|b| b.intended_ns.len() as u64)
-                        .sum();
-                    ctx.recorder.error("connection", count);
+                    let lost =
+                        messages(&request) + queue.try_iter().map(|r| messages(&r)).sum::<u64>();
+                    ctx.recorder.error("connection", lost);
                     if !ctx.stopped() {
                         ctx.fail(&e);
                     }
@@ -454,6 +501,7 @@ fn read_responses(ctx: &RunContext, mut reader: Reader, version: i16, queue: &Re
                 ),
             }
         }
+        let _ = slots.send(());
     }
 }
 

@@ -3,29 +3,35 @@
 
 use std::fs::File;
 use std::io::BufWriter;
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::cluster::{self, Layout};
+use crate::connection::AsSocket;
 use crate::consumer::{self, ConsumerPlan};
 use crate::producer::{self, ProducerPlan};
 use crate::recorder::{Clock, Counts, Interval, Recorder};
 use crate::report::hlog::HistogramLog;
 use crate::report::{hgrm, plot};
-use crate::settings::Workload;
+use crate::settings::{Acks, Workload};
 
 /// Time between the workers starting and the schedule starting, so that every producer
 /// has its connections before its first message is due.
 const START_DELAY: Duration = Duration::from_millis(300);
 const REPORT_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the reporter looks at Ctrl-C and the workers while it waits for a tick.
+const SLEEP_SLICE: Duration = Duration::from_millis(20);
+/// After a stop, how long workers may take to finish before their sockets are closed.
+const STOP_GRACE: Duration = Duration::from_secs(2);
 /// Microseconds to milliseconds, for .hgrm and the plot.
-const US_PER_MS: f64 = 1000.0;
+const US_PER_MS: f64 = crate::report::MICROS_PER_MILLI;
 
 /// Shared by every producer and consumer of a run.
 #[derive(Debug)]
@@ -43,6 +49,8 @@ pub struct RunContext {
     producers_running: AtomicUsize,
     /// The first fatal error of any worker.
     failure: Mutex<Option<String>>,
+    /// Every broker connection of the run, to close them if a stop takes too long.
+    sockets: Mutex<Vec<TcpStream>>,
 }
 
 impl RunContext {
@@ -59,6 +67,27 @@ impl RunContext {
         let mut failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
         failure.get_or_insert_with(|| format!("{error:#}"));
         self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// Keeps a handle on a worker's connection, so a stop can close it.
+    pub fn watch_socket(&self, socket: &impl AsSocket) {
+        if let Some(s) = socket.socket_clone() {
+            self.sockets
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(s);
+        }
+    }
+
+    fn close_sockets(&self) {
+        for s in self
+            .sockets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
     }
 
     fn failure(&self) -> Option<String> {
@@ -108,7 +137,16 @@ pub struct Rate {
 
 impl Rate {
     fn of(messages: u64, bytes: u64, seconds: f64) -> Self {
-        let s = seconds.max(1e-9);
+        if seconds <= 0.0 {
+            return Self {
+                messages,
+                bytes,
+                messages_per_sec: 0.0,
+                mib_per_sec: 0.0,
+                mb_per_sec: 0.0,
+            };
+        }
+        let s = seconds;
         Self {
             messages,
             bytes,
@@ -136,8 +174,10 @@ pub struct Results {
     pub end_to_end_latency: Latency,
     pub errors: u64,
     pub error_kinds: std::collections::BTreeMap<String, u64>,
-    /// Ended early by Ctrl-C or a failure.
+    /// Ended early by Ctrl-C.
     pub interrupted: bool,
+    /// Ended by a failure (`failure` says which).
+    pub failed: bool,
     pub failure: Option<String>,
 }
 
@@ -162,25 +202,33 @@ pub fn run(
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create the output directory {}", dir.display()))?;
     }
+    // Consumers start from the log ends as they are now, before any producer runs.
+    let consumer_plans = consumer::plans(&layout, workload.consumers)?;
+    let clock = Clock::new();
     let start = Instant::now() + START_DELAY;
     let measure_start = start + workload.warmup.0;
     let end = measure_start + workload.duration.0;
+    // The logs exist before anything runs, so a failure to create them stops nothing.
+    let mut logs = match out {
+        Some(dir) => Some(Logs::create(
+            dir,
+            UNIX_EPOCH + Duration::from_nanos(clock.at(start)),
+        )?),
+        None => None,
+    };
     let ctx = Arc::new(RunContext {
         workload: workload.clone(),
         layout,
-        recorder: Recorder::new(Clock::new()),
+        recorder: Recorder::new(clock),
         start,
         end,
         stop: AtomicBool::new(false),
         producers_running: AtomicUsize::new(workload.producers as usize),
         failure: Mutex::new(None),
+        sockets: Mutex::new(Vec::new()),
     });
-    let workers = start_workers(&ctx)?;
+    let workers = start_workers(&ctx, consumer_plans)?;
 
-    let mut logs = match out {
-        Some(dir) => Some(Logs::create(dir, SystemTime::now() + START_DELAY)?),
-        None => None,
-    };
     let mut totals = Interval::new();
     let mut so_far = Interval::new();
     // Producers wait for the start, so nothing is counted before it.
@@ -190,18 +238,25 @@ pub fn run(
         .is_zero()
         .then(|| (start, Counts::default()));
     let mut measured_to: Option<(Instant, Counts)> = None;
+    let mut stopped_at: Option<Instant> = None;
+    let mut sockets_closed = false;
     let mut tick = start;
     let mut last_tick = (start, Counts::default());
     loop {
         let finished = workers.iter().all(|w| w.is_finished());
         if !finished {
-            tick += REPORT_INTERVAL;
-            let now = Instant::now();
-            if tick > now {
-                // Sleep in slices so Ctrl-C is seen quickly.
-                while Instant::now() < tick && !interrupt.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(20).min(tick - Instant::now()));
+            // Whole seconds from the start, but one tick falls exactly on the end of
+            // the warm-up and one on the end, so the measured window is exact.
+            let next = tick + REPORT_INTERVAL;
+            tick = [measure_start, end]
+                .into_iter()
+                .find(|&t| tick < t && t < next)
+                .unwrap_or(next);
+            while Instant::now() < tick && !workers.iter().all(|w| w.is_finished()) {
+                if interrupt.load(Ordering::Relaxed) && !ctx.stopped() {
+                    break; // Stop at once; later sleeps are not cut short.
                 }
+                std::thread::sleep(SLEEP_SLICE.min(tick.saturating_duration_since(Instant::now())));
             }
         }
         if interrupt.load(Ordering::Relaxed) && !ctx.stopped() {
@@ -209,25 +264,32 @@ pub fn run(
             ctx.stop.store(true, Ordering::Relaxed);
         }
         let now = Instant::now();
+        if ctx.stopped() {
+            let since = *stopped_at.get_or_insert(now);
+            // Workers blocked on a broker that does not answer would wait out their
+            // socket timeout: close their sockets after a grace period.
+            if !sockets_closed && now.duration_since(since) >= STOP_GRACE {
+                ctx.close_sockets();
+                sockets_closed = true;
+            }
+        }
         let interval = ctx.recorder.take_interval();
         let counts = ctx.recorder.counts();
-        // Ticks fall on whole seconds from the start; the one nearest the end of the
-        // warm-up starts the measurement, the one nearest the end stops the rate count.
-        let near = |t: Instant| now + REPORT_INTERVAL / 2 >= t;
         let measuring = measured_from.is_some();
         if measuring {
             totals.add(&interval);
             so_far.add(&interval);
-            if let Some(logs) = logs.as_mut() {
-                let offset = now
-                    .saturating_duration_since(start)
-                    .saturating_sub(REPORT_INTERVAL);
-                logs.write(offset, REPORT_INTERVAL, &interval)?;
+            let offset = last_tick.0.saturating_duration_since(start);
+            let length = now.saturating_duration_since(last_tick.0);
+            if let Some(Err(e)) = logs.as_mut().map(|l| l.write(offset, length, &interval)) {
+                // A full disk, say: stop the run (the workers too) and keep what we have.
+                ctx.fail(&e);
+                logs = None;
             }
-            if measured_to.is_none() && (near(end) || ctx.stopped()) {
-                measured_to = Some((now, counts));
+            if measured_to.is_none() && (now >= end || ctx.stopped()) {
+                measured_to = Some((now.min(end), counts));
             }
-        } else if near(measure_start) {
+        } else if now >= measure_start {
             measured_from = Some((now, counts));
         }
         if !workload.quiet {
@@ -239,6 +301,7 @@ pub fn run(
                     &counts.since(&last_tick.1),
                     if measuring { &so_far } else { &interval },
                     &counts,
+                    workload.acks,
                     measuring
                 )
             );
@@ -260,17 +323,21 @@ pub fn run(
             }
         }
     }
+    // No measurement if the run stopped during the warm-up.
+    let (secs, delta) = match (measured_from, measured_to) {
+        (Some((from_at, from)), Some((to_at, to))) => (
+            to_at.saturating_duration_since(from_at).as_secs_f64(),
+            to.since(&from),
+        ),
+        _ => (0.0, Counts::default()),
+    };
     let counts = ctx.recorder.counts();
-    let (from_at, from) = measured_from.unwrap_or((measure_start, Counts::default()));
-    let (to_at, to) = measured_to.unwrap_or((Instant::now(), counts));
-    let secs = to_at.saturating_duration_since(from_at).as_secs_f64();
-    let delta = to.since(&from);
     let results = Results {
         measured_secs: secs,
         target_rate: workload.rate,
         // acks=0 has no acknowledgements: what was sent is all there is to count.
         produce: match workload.acks {
-            crate::settings::Acks::None => Rate::of(delta.sent_messages, delta.sent_bytes, secs),
+            Acks::None => Rate::of(delta.sent_messages, delta.sent_bytes, secs),
             _ => Rate::of(delta.acked_messages, delta.acked_bytes, secs),
         },
         consume: Rate::of(delta.consumed_messages, delta.consumed_bytes, secs),
@@ -279,7 +346,8 @@ pub fn run(
         end_to_end_latency: Latency::of(&totals.end_to_end),
         errors: counts.errors,
         error_kinds: ctx.recorder.error_kinds(),
-        interrupted: interrupt.load(Ordering::Relaxed) || failure.is_some(),
+        interrupted: interrupt.load(Ordering::Relaxed),
+        failed: failure.is_some(),
         failure,
     };
     if let Some(dir) = out {
@@ -291,7 +359,7 @@ pub fn run(
 /// A worker thread: a producer or a consumer.
 type Worker = std::thread::JoinHandle<Result<()>>;
 
-fn start_workers(ctx: &Arc<RunContext>) -> Result<Vec<Worker>> {
+fn start_workers(ctx: &Arc<RunContext>, consumers: Vec<ConsumerPlan>) -> Result<Vec<Worker>> {
     let w = &ctx.workload;
     let partitions = &ctx.layout.partitions;
     let mut workers = Vec::new();
@@ -300,6 +368,9 @@ fn start_workers(ctx: &Arc<RunContext>) -> Result<Vec<Worker>> {
             id,
             partitions: partitions.clone(),
             rate: w.rate.map(|r| r / f64::from(w.producers)),
+            phase: w.rate.map_or(Duration::ZERO, |r| {
+                Duration::from_secs_f64(f64::from(id) / r)
+            }),
         };
         let ctx = ctx.clone();
         workers.push(
@@ -316,24 +387,11 @@ fn start_workers(ctx: &Arc<RunContext>) -> Result<Vec<Worker>> {
                 .context("cannot start a producer thread")?,
         );
     }
-    for id in 0..w.consumers {
-        let mine: Vec<_> = partitions
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| *i as u32 % w.consumers == id)
-            .map(|(_, p)| p.clone())
-            .collect();
-        if mine.is_empty() {
-            continue;
-        }
-        let plan = ConsumerPlan {
-            id,
-            partitions: mine,
-        };
+    for plan in consumers {
         let ctx = ctx.clone();
         workers.push(
             std::thread::Builder::new()
-                .name(format!("consumer-{id}"))
+                .name(format!("consumer-{}", plan.id))
                 .spawn(move || {
                     let result = consumer::run(&ctx, &plan);
                     if let Err(e) = &result {
@@ -356,13 +414,14 @@ fn progress_line(
     interval: &Counts,
     shown: &Interval,
     total: &Counts,
+    acks: Acks,
     measuring: bool,
 ) -> String {
     let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / US_PER_MS;
     let secs = interval_length.as_secs_f64().max(1e-3);
     let mib = |bytes: u64| bytes as f64 / secs / (1 << 20) as f64;
-    let (messages, bytes) = match (interval.acked_messages, interval.sent_messages) {
-        (0, sent) if sent > 0 => (sent, interval.sent_bytes), // acks=0
+    let (messages, bytes) = match acks {
+        Acks::None => (interval.sent_messages, interval.sent_bytes),
         _ => (interval.acked_messages, interval.acked_bytes),
     };
     let mut line = format!(

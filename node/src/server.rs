@@ -87,7 +87,7 @@ pub async fn serve(shard: Rc<Shard>) -> Result<(), String> {
         .map_err(|e| format!("cannot listen for Kafka clients on {addr}: {e}"))?;
     if shard.id == 0 {
         let c = shard.config();
-        println!(
+        eprintln!(
             "strand-node {}: Kafka API on {} (advertised as {}:{}), data in {}, {} shard(s)",
             c.node_id,
             addr,

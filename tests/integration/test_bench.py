@@ -6,6 +6,7 @@ import json
 import re
 import signal
 import subprocess
+import threading
 import time
 
 import pytest
@@ -25,6 +26,41 @@ def out_dir(name):
     d = TARGET / f"it-bench-{name}-{time.monotonic_ns()}"
     d.mkdir(parents=True)
     return d
+
+
+def start_bench(binaries, *args):
+    """Starts strand-bench; returns (process, event set once its first progress line
+    is out, i.e. once producing has started, and the list of stderr lines)."""
+    proc = subprocess.Popen([str(binaries["strand-bench"]), *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    started = threading.Event()
+    lines = []
+
+    def pump():
+        for line in proc.stderr:
+            lines.append(line)
+            if line.startswith("["):
+                started.set()
+        started.set()
+
+    threading.Thread(target=pump, daemon=True).start()
+    return proc, started, lines
+
+
+def finish(proc, lines, timeout):
+    stdout = proc.stdout.read() if proc.wait(timeout=timeout) is not None else ""
+    time.sleep(0.1)
+    return stdout, "".join(lines)
+
+
+def log_intervals(path):
+    """(start offset, length) of every interval line of an interval log."""
+    out = []
+    for line in path.read_text().splitlines():
+        if line and line[0].isdigit():
+            start, length = line.split(",")[:2]
+            out.append((float(start), float(length)))
+    return out
 
 
 def read_log(path):
@@ -87,17 +123,17 @@ def test_open_loop_counts_the_stall_a_closed_loop_hides(node, binaries):
     them more than 500 ms. Measured from the request write (what a closed-loop client
     reports), only the few requests in flight at the stall see it."""
     out = out_dir("co")
-    proc = subprocess.Popen(
-        [str(binaries["strand-bench"]), "--bootstrap", node.bootstrap, "--topic", "bench-co",
-         "--producers", "1", "--consumers", "0", "--rate", "2000", "--linger", "1ms",
-         "--duration", "5s", "--warmup", "0s", "--out", str(out), "--quiet"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(2.0)
+    proc, started, lines = start_bench(
+        binaries, "--bootstrap", node.bootstrap, "--topic", "bench-co",
+        "--producers", "1", "--consumers", "0", "--rate", "2000", "--linger", "1ms",
+        "--duration", "5s", "--warmup", "0s", "--out", out)
+    assert started.wait(30), "no progress line"
+    time.sleep(1.0)
     node.proc.send_signal(signal.SIGSTOP)
     stall_s = 1.0
     time.sleep(stall_s)
     node.proc.send_signal(signal.SIGCONT)
-    stdout, stderr = proc.communicate(timeout=60)
+    _, stderr = finish(proc, lines, 60)
     assert proc.returncode == 0, stderr
     corrected = read_log(out / "produce.hlog")
     service = read_log(out / "produce-service.hlog")
@@ -108,8 +144,34 @@ def test_open_loop_counts_the_stall_a_closed_loop_hides(node, binaries):
     assert over_service <= 0.2 * over_corrected, (over_corrected, over_service)
     res = json.loads((out / "summary.json").read_text())["results"]
     assert res["produce_latency"]["max_ms"] >= 0.8 * stall_s * 1000
-    # Nothing was dropped to catch up: the schedule was kept.
-    assert res["produce_latency"]["count"] >= 0.95 * 2000 * 5
+    # Nothing was dropped to catch up: the whole schedule was sent.
+    assert res["produce_latency"]["count"] == 2000 * 5
+    # The intervals tile the run: none overlaps the next.
+    iv = log_intervals(out / "produce.hlog")
+    for (s0, l0), (s1, _) in zip(iv, iv[1:]):
+        assert s1 >= s0 + l0 - 0.002, iv
+
+
+def test_a_stall_across_the_end_is_still_counted(node, binaries):
+    """The node stops 1 s before the end and resumes 1.5 s after it: the messages due
+    in that last second are still sent and charged their whole wait."""
+    out = out_dir("co-end")
+    proc, started, lines = start_bench(
+        binaries, "--bootstrap", node.bootstrap, "--topic", "bench-co-end", "--consumers", "0",
+        "--rate", "1000", "--duration", "3s", "--warmup", "0s", "--out", out)
+    assert started.wait(30), "no progress line"  # 1 s into the run
+    time.sleep(1.0)
+    node.proc.send_signal(signal.SIGSTOP)
+    time.sleep(2.0)
+    node.proc.send_signal(signal.SIGCONT)
+    _, stderr = finish(proc, lines, 60)
+    assert proc.returncode == 0, stderr
+    res = json.loads((out / "summary.json").read_text())["results"]
+    assert res["produce_latency"]["count"] == 3000, res
+    assert res["produce_latency"]["max_ms"] >= 1500, res
+    # The throughput counts what was acknowledged within the measured 3 s: not the
+    # messages whose acknowledgements the stall pushed past the end.
+    assert res["produce"]["messages"] <= 2600, res
 
 
 def test_clean_errors(node, binaries):
@@ -138,21 +200,56 @@ def test_clean_errors(node, binaries):
 
 def test_ctrl_c_writes_what_was_measured(node, binaries):
     out = out_dir("sigint")
-    proc = subprocess.Popen(
-        [str(binaries["strand-bench"]), "--bootstrap", node.bootstrap, "--topic", "bench-int",
-         "--rate", "1000", "--duration", "60s", "--warmup", "0s", "--out", str(out)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(3.5)
+    proc, started, lines = start_bench(
+        binaries, "--bootstrap", node.bootstrap, "--topic", "bench-int",
+        "--rate", "1000", "--duration", "60s", "--warmup", "0s", "--out", out)
+    assert started.wait(30), "no progress line"
+    time.sleep(3.0)
     proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=30)
+    _, stderr = finish(proc, lines, 30)
     assert proc.returncode == 130, stderr
     assert "interrupted" in stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["results"]["interrupted"] is True
     count = summary["results"]["produce_latency"]["count"]
-    assert 1500 <= count <= 5000, count
+    assert 2500 <= count <= 6000, count
     assert len(read_log(out / "produce.hlog")) >= 3
     assert (out / "produce.hgrm").read_text().strip().splitlines()[-1].startswith("#[Buckets")
+
+
+def test_ctrl_c_in_the_warm_up_reports_no_rate(node, binaries):
+    out = out_dir("sigint-warmup")
+    proc, started, lines = start_bench(
+        binaries, "--bootstrap", node.bootstrap, "--topic", "bench-int-warm",
+        "--rate", "1000", "--duration", "60s", "--warmup", "30s", "--out", out)
+    assert started.wait(30), "no progress line"
+    proc.send_signal(signal.SIGINT)
+    _, stderr = finish(proc, lines, 30)
+    assert proc.returncode == 130, stderr
+    res = json.loads((out / "summary.json").read_text())["results"]
+    assert res["measured_secs"] == 0 and res["produce"]["messages_per_sec"] == 0, res
+
+
+def test_ctrl_c_with_the_node_stopped_ends_promptly(node, binaries):
+    out = out_dir("sigint-stalled")
+    proc, started, lines = start_bench(
+        binaries, "--bootstrap", node.bootstrap, "--topic", "bench-int-stall",
+        "--rate", "1000", "--duration", "60s", "--warmup", "0s", "--out", out)
+    assert started.wait(30), "no progress line"
+    node.proc.send_signal(signal.SIGSTOP)
+    try:
+        time.sleep(1.0)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, stderr = finish(proc, lines, 30)
+        took = time.monotonic() - t0
+    finally:
+        node.proc.send_signal(signal.SIGCONT)
+    assert proc.returncode in (1, 130), stderr
+    assert took < 10, took
+    # One line per interval, not a flood.
+    assert len(log_intervals(out / "produce.hlog")) < 20
+    assert stderr.count("\n[") < 20
 
 
 def test_embedded_suite_quick(binaries):
@@ -181,6 +278,17 @@ def test_embedded_suite_quick(binaries):
                 mx["results"]["produce"]["messages_per_sec"] * 0.5)
     assert (out / "latency.svg").exists() and (out / "disk-profile.json").exists()
     assert abs(float(lines[-1].split()[-1]) - summary["durable_produce_vs_disk"]) < 0.006
+    assert summary["durable_produce_vs_disk"] == pytest.approx(by["p4-n16-max"]["produce_vs_disk"])
+    assert summary["half_rate_p99_vs_fdatasync_p99"] == pytest.approx(
+        by["p4-n16-half"]["results"]["produce_latency"]["p99_ms"] * 1000
+        / summary["disk"]["fdatasync"]["p99_us"])
+    # Each scenario's topic is deleted once measured.
+    assert "cannot delete topic" not in r.stderr, r.stderr
+
+
+def test_suite_refuses_bad_flags(binaries):
+    r = bench(binaries, "suite", "--out", out_dir("suite-bad"), "--max-in-flight", "0")
+    assert r.returncode == 2 and "--max-in-flight" in r.stderr, r.stderr
 
 
 @pytest.mark.parametrize("codec", ["lz4", "zstd", "gzip", "snappy"])

@@ -710,6 +710,9 @@ impl ProbeFile {
             .custom_flags(libc::O_DIRECT)
             .open(&path)
             .map_err(io_error("create with O_DIRECT", &path))?;
+        // Unlinked at once: the descriptor keeps the blocks until it is closed, and a
+        // probe killed by Ctrl-C or SIGKILL leaves no gigabyte file behind.
+        std::fs::remove_file(&path).map_err(io_error("unlink", &path))?;
         let probe_file = ProbeFile { file, path };
         let len = libc::off_t::try_from(bytes).map_err(|_| {
             io_error("fallocate", &probe_file.path)(io::Error::from_raw_os_error(libc::EFBIG))
@@ -731,12 +734,6 @@ impl ProbeFile {
 
     fn fd(&self) -> RawFd {
         self.file.as_raw_fd()
-    }
-}
-
-impl Drop for ProbeFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
     }
 }
 

@@ -124,8 +124,8 @@ impl<W: Write> HistogramLog<W> {
         }
         self.line.push_str(&format!(
             "{},{},{:.3},",
-            Millis(start_offset),
-            Millis(length),
+            SecondsToMillis(start_offset),
+            SecondsToMillis(length),
             hist.max() as f64 / MICROS_PER_MILLI
         ));
         self.encoded.clear();
@@ -159,9 +159,10 @@ impl<W: Write> HistogramLog<W> {
 
 /// A duration printed as seconds with 3 decimals, rounded to the nearest millisecond (Java's
 /// `%.3f` of the seconds), computed in integers so that no float rounding shows.
-struct Millis(Duration);
+/// (Named for what it prints: a duration as seconds to the millisecond.)
+struct SecondsToMillis(Duration);
 
-impl fmt::Display for Millis {
+impl fmt::Display for SecondsToMillis {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let millis = (self.0.as_nanos() + 500_000) / 1_000_000;
         write!(f, "{}.{:03}", millis / 1000, millis % 1000)
@@ -426,8 +427,17 @@ mod tests {
 
     #[test]
     fn millis_round_to_nearest() {
-        assert_eq!(Millis(Duration::from_micros(1_499)).to_string(), "0.001");
-        assert_eq!(Millis(Duration::from_micros(1_500)).to_string(), "0.002");
-        assert_eq!(Millis(Duration::from_secs(3_600)).to_string(), "3600.000");
+        assert_eq!(
+            SecondsToMillis(Duration::from_micros(1_499)).to_string(),
+            "0.001"
+        );
+        assert_eq!(
+            SecondsToMillis(Duration::from_micros(1_500)).to_string(),
+            "0.002"
+        );
+        assert_eq!(
+            SecondsToMillis(Duration::from_secs(3_600)).to_string(),
+            "3600.000"
+        );
     }
 }
