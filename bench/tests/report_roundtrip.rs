@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
 use serde_json::Value;
+use strand_bench::report::hgrm::java_fixed;
 use strand_bench::report::plot::SERIES_COLOURS;
 use strand_bench::report::{
     percentile_rows, percentile_svg, write_hgrm, HistogramLog, MICROS_PER_MILLI,
@@ -80,7 +81,7 @@ fn write_file(path: &Path, write: impl FnOnce(&mut BufWriter<File>) -> std::io::
 }
 
 fn ms_text(value_us: u64) -> String {
-    format!("{:.3}", value_us as f64 / MICROS_PER_MILLI)
+    java_fixed(value_us as f64 / MICROS_PER_MILLI, 3)
 }
 
 /// The recorded series: per interval and merged over the run.
@@ -300,7 +301,7 @@ fn check_hgrm(hgrm: &Value, hist: &Histogram<u64>) {
         assert_eq!(str_of(&got["value_text"]), ms_text(want.value));
         assert_eq!(
             str_of(&got["percentile_text"]),
-            format!("{:.12}", want.quantile())
+            java_fixed(want.quantile(), 12)
         );
         assert_eq!(u64_of(&got["total_count"]), want.total_count);
         // The count column is exactly the number of values up to the row's bucket.
@@ -343,7 +344,7 @@ fn check_hgrm_against_python_rows(hgrm: &Value, merged: &Value) {
         );
         assert_eq!(
             str_of(&got["percentile_text"]),
-            format!("{:.12}", f64_of(&want[1]) / 100.0),
+            java_fixed(f64_of(&want[1]) / 100.0, 12),
             "{got} vs {want}"
         );
         assert_eq!(got["total_count"], want[2], "{got} vs {want}");

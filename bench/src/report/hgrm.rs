@@ -137,19 +137,16 @@ pub fn write_hgrm(hist: &Histogram<u64>, out: &mut impl Write, unit_ratio: f64) 
         "Value", "Percentile", "TotalCount", "1/(1-Percentile)"
     )?;
     for row in &rows {
-        let value = row.value as f64 / unit_ratio;
+        let value = java_fixed(row.value as f64 / unit_ratio, digits);
         let quantile = row.quantile();
+        let percentile = java_fixed(quantile, 12);
         if row.is_last() {
-            writeln!(
-                text,
-                "{value:12.digits$} {quantile:2.12} {:10}",
-                row.total_count
-            )?;
+            writeln!(text, "{value:>12} {percentile:>2} {:10}", row.total_count)?;
         } else {
-            let inverse = 1.0 / (1.0 - quantile);
+            let inverse = java_fixed(1.0 / (1.0 - quantile), 2);
             writeln!(
                 text,
-                "{value:12.digits$} {quantile:2.12} {:10} {inverse:14.2}",
+                "{value:>12} {percentile:>2} {:10} {inverse:>14}",
                 row.total_count
             )?;
         }
@@ -157,14 +154,14 @@ pub fn write_hgrm(hist: &Histogram<u64>, out: &mut impl Write, unit_ratio: f64) 
     let (mean, stdev) = mean_and_stdev(hist);
     writeln!(
         text,
-        "#[Mean    = {:12.digits$}, StdDeviation   = {:12.digits$}]",
-        mean / unit_ratio,
-        stdev / unit_ratio
+        "#[Mean    = {:>12}, StdDeviation   = {:>12}]",
+        java_fixed(mean / unit_ratio, digits),
+        java_fixed(stdev / unit_ratio, digits)
     )?;
     writeln!(
         text,
-        "#[Max     = {:12.digits$}, Total count    = {:12}]",
-        hist.max() as f64 / unit_ratio,
+        "#[Max     = {:>12}, Total count    = {:12}]",
+        java_fixed(hist.max() as f64 / unit_ratio, digits),
         hist.len()
     )?;
     writeln!(
@@ -174,6 +171,67 @@ pub fn write_hgrm(hist: &Histogram<u64>, out: &mut impl Write, unit_ratio: f64) 
         sub_bucket_count(hist)
     )?;
     out.write_all(&text)
+}
+
+/// `value` with `decimals` digits after the point, rounded as Java's `%.Nf` does: from
+/// the shortest decimal that reads back as the same double, half up. Rust's `{:.N}`
+/// rounds the exact binary value instead, so 0.0055 (really 0.00549999…) gives 0.005
+/// where Java prints 0.006; the golden test against Java's output caught it.
+pub fn java_fixed(value: f64, decimals: usize) -> String {
+    if !value.is_finite() {
+        return format!("{value}");
+    }
+    // Shortest round-trip digits and exponent: "d.ddde±x".
+    let sci = format!("{:e}", value.abs());
+    let (mantissa, exponent) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exponent: i64 = exponent.parse().unwrap_or(0);
+    let digits: Vec<u8> = mantissa
+        .bytes()
+        .filter(u8::is_ascii_digit)
+        .map(|b| b - b'0')
+        .collect();
+    // The number is 0.DIGITS x 10^(exponent + 1); lay it out with `decimals` places.
+    let point = exponent + 1; // digits before the decimal point
+    let keep = point + decimals as i64; // digits kept, counted from the first
+    let mut kept: Vec<u8> = (0..keep.max(0))
+        .map(|i| digits.get(i as usize).copied().unwrap_or(0))
+        .collect();
+    let round_up = keep >= 0 && digits.get(keep as usize).is_some_and(|&d| d >= 5);
+    let mut point = point;
+    if round_up {
+        let mut i = kept.len();
+        loop {
+            if i == 0 {
+                kept.insert(0, 1);
+                point += 1;
+                break;
+            }
+            i -= 1;
+            if kept[i] == 9 {
+                kept[i] = 0;
+            } else {
+                kept[i] += 1;
+                break;
+            }
+        }
+    }
+    // Leading zeros for numbers below 1, so there is at least one integer digit.
+    let lead = (1 - point).max(0) as usize;
+    let mut all = vec![0u8; lead];
+    all.extend(kept);
+    let int_len = (point.max(1)) as usize;
+    all.resize(int_len + decimals, 0);
+    let mut out = String::with_capacity(all.len() + 2);
+    if value.is_sign_negative() && all.iter().any(|&d| d != 0) {
+        out.push('-');
+    }
+    for (i, d) in all.iter().enumerate() {
+        if i == int_len {
+            out.push('.');
+        }
+        out.push(char::from(b'0' + d));
+    }
+    out
 }
 
 /// Java's `getMean()` and `getStdDeviation()`: every value counts as the middle of its bucket.
@@ -215,6 +273,26 @@ fn sub_bucket_count(hist: &Histogram<u64>) -> u64 {
         hist.sigfig()
     );
     count
+}
+
+#[cfg(test)]
+mod java_fixed_tests {
+    use super::java_fixed;
+
+    #[test]
+    fn rounds_the_shortest_decimal_half_up() {
+        assert_eq!(java_fixed(0.0055, 3), "0.006");
+        assert_eq!(java_fixed(0.999780273437_5, 12), "0.999780273438");
+        assert_eq!(java_fixed(0.0, 3), "0.000");
+        assert_eq!(java_fixed(1.0, 12), "1.000000000000");
+        assert_eq!(java_fixed(9.9996, 3), "10.000");
+        assert_eq!(java_fixed(0.0004, 3), "0.000");
+        assert_eq!(java_fixed(0.0005, 3), "0.001");
+        assert_eq!(java_fixed(123456.789, 2), "123456.79");
+        assert_eq!(java_fixed(1e20, 1), "100000000000000000000.0");
+        assert_eq!(java_fixed(-2.5, 0), "-3");
+        assert_eq!(java_fixed(f64::INFINITY, 2), "inf");
+    }
 }
 
 #[cfg(test)]
