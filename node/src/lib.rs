@@ -5,6 +5,7 @@ pub mod config;
 pub mod kafka;
 pub mod launch;
 pub mod partition;
+pub mod replication;
 pub mod router;
 pub mod server;
 pub mod shard;
