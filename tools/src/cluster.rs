@@ -23,8 +23,8 @@ use crate::client::{pick_version, Client};
 use crate::errors::{check, error_name};
 use crate::render::{id_list, table, Json};
 use crate::topic::{
-    metadata_request, BrokerInfo, ClusterMetadata, PartitionInfo, PartitionOffsets, TopicInfo,
-    TIMESTAMP_EARLIEST, TIMESTAMP_LATEST,
+    combine_offsets, metadata_request, BrokerInfo, ClusterMetadata, PartitionInfo,
+    PartitionOffsets, TopicInfo, TIMESTAMP_EARLIEST, TIMESTAMP_LATEST,
 };
 
 /// The DescribeLogDirs versions this command reads: v0 is gone from Kafka 4 and from
@@ -376,32 +376,6 @@ fn query_offsets(
             })
         })
         .collect())
-}
-
-fn combine_offsets(
-    earliest: Option<&Result<i64, i16>>,
-    latest: Option<&Result<i64, i16>>,
-) -> PartitionOffsets {
-    let mut errors = Vec::new();
-    let mut pick = |answer: Option<&Result<i64, i16>>| match answer {
-        Some(Ok(offset)) => Some(*offset),
-        Some(Err(code)) => {
-            errors.push(error_name(*code));
-            None
-        }
-        None => {
-            errors.push("no answer".to_owned());
-            None
-        }
-    };
-    let start = pick(earliest);
-    let end = pick(latest);
-    errors.dedup();
-    PartitionOffsets {
-        start,
-        end,
-        error: (!errors.is_empty()).then(|| errors.join(", ")),
-    }
 }
 
 /// The DescribeLogDirs version to use with this broker, `None` if it serves none we

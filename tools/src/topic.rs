@@ -569,7 +569,9 @@ fn query_offsets(
         .collect())
 }
 
-fn combine_offsets(
+/// One partition's start and end offsets from the two ListOffsets answers, with the
+/// errors named.
+pub(crate) fn combine_offsets(
     earliest: Option<&Result<i64, i16>>,
     latest: Option<&Result<i64, i16>>,
 ) -> PartitionOffsets {
