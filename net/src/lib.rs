@@ -4,3 +4,4 @@
 //! **Architecture invariant:** nothing here knows about partitions, logs or shards.
 
 pub mod kafka;
+pub mod replication;
