@@ -1050,7 +1050,10 @@ mod tests {
     #[test]
     fn no_arguments_give_the_defaults() {
         let c = resolve_flags(&[]).expect("defaults are valid");
-        assert_eq!(c.kafka_addr, "127.0.0.1:9092".parse::<SocketAddr>().expect("addr"));
+        assert_eq!(
+            c.kafka_addr,
+            "127.0.0.1:9092".parse::<SocketAddr>().expect("addr")
+        );
         assert_eq!(c.advertised_kafka_addr, ("127.0.0.1".to_string(), 9092));
         assert_eq!(c.data_dir, PathBuf::from("./strand-data"));
         assert_eq!(c.node_id, 0);
@@ -1118,7 +1121,10 @@ mod tests {
         ])
         .expect("valid");
         assert_eq!(c.data_dir, PathBuf::from("/var/lib/strand"));
-        assert_eq!(c.kafka_addr, "127.0.0.2:19092".parse::<SocketAddr>().expect("addr"));
+        assert_eq!(
+            c.kafka_addr,
+            "127.0.0.2:19092".parse::<SocketAddr>().expect("addr")
+        );
         assert_eq!(
             c.advertised_kafka_addr,
             ("broker-1.example.com".to_string(), 29092)
@@ -1261,7 +1267,10 @@ mod tests {
         assert_eq!(c.node_id, 9);
         assert_eq!(c.cluster_id, "c9");
         assert_eq!(c.data_dir, PathBuf::from("/d"));
-        assert_eq!(c.kafka_addr, "0.0.0.0:9093".parse::<SocketAddr>().expect("addr"));
+        assert_eq!(
+            c.kafka_addr,
+            "0.0.0.0:9093".parse::<SocketAddr>().expect("addr")
+        );
         assert_eq!(c.advertised_kafka_addr, ("2001:db8::1".to_string(), 9093));
         assert_eq!(c.cores, Cores::Pinned(vec![0, 1, 2, 3]));
         assert!(!c.auto_create_topics);
@@ -1399,7 +1408,10 @@ mod tests {
         assert_eq!(c.advertised_kafka_addr, ("localhost".to_string(), 9092));
 
         let c = resolve_flags(&["--kafka-addr", "[::1]:9092"]).expect("IPv6 literal");
-        assert_eq!(c.kafka_addr, "[::1]:9092".parse::<SocketAddr>().expect("addr"));
+        assert_eq!(
+            c.kafka_addr,
+            "[::1]:9092".parse::<SocketAddr>().expect("addr")
+        );
         assert_eq!(c.advertised_kafka_addr, ("::1".to_string(), 9092));
 
         let err = resolve_flags(&["--kafka-addr", "no-such-host.invalid:9092"]);
