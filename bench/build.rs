@@ -22,8 +22,18 @@ fn main() {
         None => "unknown".to_owned(),
     };
     println!("cargo:rustc-env=STRAND_GIT_REVISION={revision}");
-    // Rebuild when the checked-out commit or the index changes.
-    for path in ["../.git/HEAD", "../.git/index"] {
+    // Rerun when the checked-out commit, the index or any workspace source changes, so
+    // that the `-dirty` mark follows local edits (cargo watches directories
+    // recursively).
+    for path in [
+        "../.git/HEAD",
+        "../.git/index",
+        "src",
+        "../engine/src",
+        "../node/src",
+        "../net/src",
+        "../tools/src",
+    ] {
         if std::path::Path::new(path).exists() {
             println!("cargo:rerun-if-changed={path}");
         }
