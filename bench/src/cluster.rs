@@ -51,7 +51,7 @@ impl Layout {
 /// partition has a leader.
 pub fn prepare(bootstrap: &str, workload: &Workload) -> Result<Layout> {
     let mut client = Client::connect(bootstrap).map_err(|e| {
-        e.context("is a broker running there? `strand-bench --embedded` starts one".to_string())
+        anyhow::anyhow!("{e:#} (is a broker running there? `strand-bench --embedded` starts one)")
     })?;
     let names = workload.topic_names();
     let metadata = fetch(&mut client, &names)?;
