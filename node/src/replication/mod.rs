@@ -67,6 +67,7 @@ mod log_terms;
 mod message;
 mod progress;
 mod raft;
+pub mod wire;
 
 pub use log_terms::{InvalidLogTerms, LogTerms};
 pub use message::{
