@@ -40,6 +40,9 @@ pub enum Command {
     /// Brokers, partitions, offsets and sizes at a glance.
     #[command(subcommand)]
     Cluster(crate::cluster::ClusterCommand),
+    /// Make the cluster CA and node TLS certificates (no broker needed).
+    #[command(subcommand)]
+    Cert(crate::cert::CertCommand),
 }
 
 #[derive(Debug, Subcommand)]

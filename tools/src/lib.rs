@@ -9,6 +9,7 @@
 //! Exit codes: 0 success, 1 the operation failed (unreachable broker, broker error),
 //! 2 bad command line (from clap).
 
+pub mod cert;
 pub mod cli;
 pub mod client;
 pub mod cluster;
@@ -40,11 +41,14 @@ pub fn run(cli: &Cli) -> Result<String> {
             return Ok(report);
         }
         Command::Disk(disk) => return probe::command(disk),
+        Command::Cert(cert) => return cert::command(cert),
         Command::Topic(_) | Command::Cluster(_) => {}
     }
     let mut client = Client::connect(&cli.bootstrap)?;
     match &cli.command {
-        Command::Segment(_) | Command::Disk(_) => unreachable!("handled above"),
+        Command::Segment(_) | Command::Disk(_) | Command::Cert(_) => {
+            unreachable!("handled above")
+        }
         Command::Topic(TopicCommand::Create(args)) => topic::create(&mut client, args),
         Command::Topic(TopicCommand::List(args)) => topic::list(&mut client, args.output),
         Command::Topic(TopicCommand::Describe(args)) => {
