@@ -21,7 +21,7 @@ use kafka_protocol::protocol::StrBytes;
 use crate::cli::Output;
 use crate::client::{pick_version, Client};
 use crate::errors::{check, error_name};
-use crate::render::{id_list, table, Json};
+use crate::render::{id_list, leader_cell, optional_cell, table, Json};
 use crate::topic::{
     combine_offsets, metadata_request, BrokerInfo, ClusterMetadata, PartitionInfo,
     PartitionOffsets, TopicInfo, TIMESTAMP_EARLIEST, TIMESTAMP_LATEST,
@@ -478,18 +478,6 @@ fn partition_note(topic: &str, p: &PartitionInfo, status: &ClusterStatus) -> Str
     notes.join("; ")
 }
 
-fn cell(value: Option<i64>) -> String {
-    value.map_or_else(|| "-".to_owned(), |v| v.to_string())
-}
-
-fn leader_cell(leader: i32) -> String {
-    if leader < 0 {
-        "none".to_owned()
-    } else {
-        leader.to_string()
-    }
-}
-
 pub fn render_text(s: &ClusterStatus) -> String {
     let mut out = String::new();
     if let Some(id) = &s.cluster_id {
@@ -525,9 +513,9 @@ pub fn render_text(s: &ClusterStatus) -> String {
                 leader_cell(p.leader),
                 id_list(&p.replicas),
                 id_list(&p.isr),
-                cell(offsets.and_then(|o| o.start)),
-                cell(offsets.and_then(|o| o.end)),
-                cell(s.sizes.get(&key).and_then(PartitionSize::bytes)),
+                optional_cell(offsets.and_then(|o| o.start)),
+                optional_cell(offsets.and_then(|o| o.end)),
+                optional_cell(s.sizes.get(&key).and_then(PartitionSize::bytes)),
                 partition_note(&t.name, p, s),
             ]);
         }

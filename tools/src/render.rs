@@ -126,6 +126,20 @@ pub fn id_list(ids: &[i32]) -> String {
     ids.join(",")
 }
 
+/// A table cell for an offset or size that may be unknown: `-` when it is.
+pub fn optional_cell(value: Option<i64>) -> String {
+    value.map_or_else(|| "-".to_owned(), |v| v.to_string())
+}
+
+/// A table cell for a partition leader: `none` for Kafka's -1 (no leader).
+pub fn leader_cell(leader: i32) -> String {
+    if leader < 0 {
+        "none".to_owned()
+    } else {
+        leader.to_string()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,7 +21,7 @@ use kafka_protocol::protocol::StrBytes;
 use crate::cli::{check_unique_keys, AlterArgs, ConfigPair, CreateArgs, Output};
 use crate::client::{Client, OPERATION_TIMEOUT_MS};
 use crate::errors::{check, error_name};
-use crate::render::{id_list, table, Json};
+use crate::render::{id_list, leader_cell, optional_cell, table, Json};
 
 /// `resource_type` of a topic in DescribeConfigs / AlterConfigs (KIP-133).
 const RESOURCE_TYPE_TOPIC: i8 = 2;
@@ -640,18 +640,6 @@ fn partition_note(partition: &PartitionInfo, offsets: Option<&PartitionOffsets>)
     notes.join("; ")
 }
 
-fn offset_cell(offset: Option<i64>) -> String {
-    offset.map_or_else(|| "-".to_owned(), |o| o.to_string())
-}
-
-fn leader_cell(leader: i32) -> String {
-    if leader < 0 {
-        "none".to_owned()
-    } else {
-        leader.to_string()
-    }
-}
-
 pub fn render_describe_text(d: &TopicDescription) -> String {
     let t = &d.topic;
     let mut out = format!("Topic: {}\n", t.name);
@@ -688,8 +676,8 @@ pub fn render_describe_text(d: &TopicDescription) -> String {
                 leader_cell(p.leader),
                 id_list(&p.replicas),
                 id_list(&p.isr),
-                offset_cell(offsets.and_then(|o| o.start)),
-                offset_cell(offsets.and_then(|o| o.end)),
+                optional_cell(offsets.and_then(|o| o.start)),
+                optional_cell(offsets.and_then(|o| o.end)),
                 partition_note(p, offsets),
             ]
         })
