@@ -4,4 +4,5 @@
 //! **Architecture invariant:** nothing here knows about partitions, logs or shards.
 
 pub mod kafka;
+pub mod quic;
 pub mod replication;
