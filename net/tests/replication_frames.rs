@@ -7,10 +7,11 @@
 use bytes::Bytes;
 use strand_net::replication::{
     decode, encode, is_zero_copy_aligned, AppendOutcome, AppendRequest, AppendResponse,
-    ConflictHint, DecodedFrame, EncodeError, EntryId, FrameBuffer, FrameError, FrameHeader,
-    FrameKind, GroupHeartbeat, GroupHeartbeatResponse, Heartbeat, HeartbeatBatch,
-    HeartbeatResponse, InstallSnapshot, Message, ReplicationFrame, TimeoutNow, VoteRequest,
-    VoteResponse, FRAME_BODY_BYTES_MAX, FRAME_HEADER_BYTES, FRAME_MAGIC, FRAME_VERSION,
+    ClusterFrame, ClusterMessage, ConflictHint, DecodedFrame, EncodeError, EntryId, FrameBuffer,
+    FrameError, FrameHeader, FrameKind, GroupHeartbeat, GroupHeartbeatResponse, GroupLeader,
+    Heartbeat, HeartbeatBatch, HeartbeatResponse, InstallSnapshot, Message, ReplicationFrame,
+    TimeoutNow, VoteRequest, VoteResponse, FRAME_BODY_BYTES_MAX, FRAME_HEADER_BYTES, FRAME_MAGIC,
+    FRAME_VERSION,
 };
 
 fn entry(index: u64, term: u64) -> EntryId {
@@ -269,6 +270,41 @@ fn heartbeat_batch_round_trips() {
     assert_eq!(archived.to_owned_batch().unwrap(), original);
 }
 
+#[test]
+fn cluster_frames_round_trip_zero_copy() {
+    let original = ClusterFrame {
+        from: 3,
+        message: ClusterMessage::Leaders {
+            leaders: (0..50)
+                .map(|g| GroupLeader {
+                    group: g,
+                    term: g + 1,
+                    isr: vec![1, 2, 3],
+                })
+                .collect(),
+        },
+    };
+    let bytes = encode(&original).expect("encode");
+    assert!(is_zero_copy_aligned(&bytes));
+    let mut scratch = FrameBuffer::new();
+    let Ok(DecodedFrame::Cluster(archived)) = decode(&bytes, &mut scratch) else {
+        panic!("expected a cluster frame");
+    };
+    assert_eq!(archived.to_owned_frame().unwrap(), original);
+    assert!(scratch.is_empty(), "read in place");
+    let forward = ClusterFrame {
+        from: 1,
+        message: ClusterMessage::Forward {
+            command: b"{\"remove_topic\":{\"name\":\"t\"}}".to_vec(),
+        },
+    };
+    let bytes = encode(&forward).expect("encode");
+    let Ok(DecodedFrame::Cluster(archived)) = decode(&bytes, &mut scratch) else {
+        panic!("expected a cluster frame");
+    };
+    assert_eq!(archived.to_owned_frame().unwrap(), forward);
+}
+
 /// A frame at any offset: 16-byte multiples are read in place, every other offset
 /// takes the one-copy path, and both give the same frame.
 #[test]
@@ -512,6 +548,10 @@ fn mutated_frames_are_errors_not_panics() {
             }
             Ok(DecodedFrame::HeartbeatBatch(batch)) => {
                 batch.to_owned_batch().unwrap();
+                ok += 1;
+            }
+            Ok(DecodedFrame::Cluster(frame)) => {
+                frame.to_owned_frame().unwrap();
                 ok += 1;
             }
             Err(FrameError::InvalidArchive { .. }) => invalid_archive += 1,

@@ -29,8 +29,8 @@ use rkyv::rancor::BoxedError;
 use rkyv::util::AlignedVec;
 
 use super::message::{
-    ArchivedHeartbeatBatch, ArchivedMessage, ArchivedReplicationFrame, HeartbeatBatch,
-    ReplicationFrame,
+    ArchivedClusterFrame, ArchivedHeartbeatBatch, ArchivedMessage, ArchivedReplicationFrame,
+    ClusterFrame, HeartbeatBatch, ReplicationFrame,
 };
 
 /// `b"SRPL"` read as a little-endian u32.
@@ -54,6 +54,8 @@ pub enum FrameKind {
     Replication = 1,
     /// A [`HeartbeatBatch`]: coalesced heartbeats of many groups.
     HeartbeatBatch = 2,
+    /// A [`ClusterFrame`]: node-level traffic (forwarded commands, leader reports).
+    Cluster = 3,
 }
 
 impl FrameKind {
@@ -61,6 +63,7 @@ impl FrameKind {
         match value {
             1 => Some(FrameKind::Replication),
             2 => Some(FrameKind::HeartbeatBatch),
+            3 => Some(FrameKind::Cluster),
             _ => None,
         }
     }
@@ -212,6 +215,20 @@ mod sealed {
     pub trait Sealed {}
     impl Sealed for super::ReplicationFrame {}
     impl Sealed for super::HeartbeatBatch {}
+    impl Sealed for super::ClusterFrame {}
+}
+
+impl FrameBody for ClusterFrame {
+    const KIND: FrameKind = FrameKind::Cluster;
+    fn serialize_into(
+        &self,
+        out: AlignedVec<FRAME_ALIGNMENT_BYTES>,
+    ) -> Result<AlignedVec<FRAME_ALIGNMENT_BYTES>, BoxedError> {
+        rkyv::api::high::to_bytes_in::<_, BoxedError>(self, out)
+    }
+    fn check(&self) -> Result<(), EncodeError> {
+        Ok(())
+    }
 }
 
 impl FrameBody for ReplicationFrame {
@@ -288,6 +305,7 @@ pub fn encode<T: FrameBody>(value: &T) -> Result<AlignedVec<FRAME_ALIGNMENT_BYTE
 pub enum DecodedFrame<'a> {
     Replication(&'a ArchivedReplicationFrame),
     HeartbeatBatch(&'a ArchivedHeartbeatBatch),
+    Cluster(&'a ArchivedClusterFrame),
 }
 
 impl DecodedFrame<'_> {
@@ -295,6 +313,7 @@ impl DecodedFrame<'_> {
         match self {
             DecodedFrame::Replication(_) => FrameKind::Replication,
             DecodedFrame::HeartbeatBatch(_) => FrameKind::HeartbeatBatch,
+            DecodedFrame::Cluster(_) => FrameKind::Cluster,
         }
     }
 }
@@ -369,6 +388,10 @@ pub fn decode<'a>(
                 rkyv::access::<ArchivedHeartbeatBatch, BoxedError>(body).map_err(invalid)?;
             Ok(DecodedFrame::HeartbeatBatch(batch))
         }
+        FrameKind::Cluster => {
+            let frame = rkyv::access::<ArchivedClusterFrame, BoxedError>(body).map_err(invalid)?;
+            Ok(DecodedFrame::Cluster(frame))
+        }
     }
 }
 
@@ -378,6 +401,13 @@ impl ArchivedReplicationFrame {
     /// rkyv's, kept rather than unwrapped.
     pub fn to_owned_frame(&self) -> Result<ReplicationFrame, BoxedError> {
         rkyv::deserialize::<ReplicationFrame, BoxedError>(self)
+    }
+}
+
+impl ArchivedClusterFrame {
+    /// An owned copy.
+    pub fn to_owned_frame(&self) -> Result<ClusterFrame, BoxedError> {
+        rkyv::deserialize::<ClusterFrame, BoxedError>(self)
     }
 }
 

@@ -54,6 +54,34 @@ pub struct GroupHeartbeatResponse {
     pub response: HeartbeatResponse,
 }
 
+/// Node-level traffic that belongs to no single group's Raft exchange.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct ClusterFrame {
+    pub from: NodeId,
+    pub message: ClusterMessage,
+}
+
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub enum ClusterMessage {
+    /// A metadata command for the controller group's leader to propose (sent by a
+    /// node that is not the leader; opaque bytes to the transport).
+    Forward { command: Vec<u8> },
+    /// The groups the sender leads now, with their terms and in-sync replicas, so
+    /// nodes that host no replica of a partition can still name its leader.
+    Leaders { leaders: Vec<GroupLeader> },
+}
+
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct GroupLeader {
+    pub group: GroupId,
+    pub term: u64,
+    /// In-sync replicas, the leader included.
+    pub isr: Vec<NodeId>,
+}
+
 /// `node::replication::EntryId`.
 #[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 #[rkyv(derive(Debug))]
