@@ -23,6 +23,13 @@
 //! io_memory_bytes = 16777216
 //! allow_tmpfs = false
 //! disk_profile = "/etc/strand/disk.json"   # from `strand disk probe --out FILE`
+//! # A cluster: every member's id and replication (QUIC/UDP) address, this node's
+//! # included. Shard s of a node listens on the address's port + s.
+//! replication_addr = "0.0.0.0:9093"
+//! peers = "0@strand-0.strand:9093,1@strand-1.strand:9093,2@strand-2.strand:9093"
+//! tls_dir = "/etc/strand/tls"   # ca.pem, node.pem, node.key from `strand cert`
+//! default_replication_factor = 3
+//! election_timeout_ms = 500
 //!
 //! [log]
 //! segment_bytes_max = 134217728
@@ -59,6 +66,12 @@ const CONNECTIONS_MAX_DEFAULT: usize = 10_000;
 /// glommio I/O memory (registered DMA buffers) of one shard.
 const IO_MEMORY_BYTES_DEFAULT: usize = 16 * MIB;
 const ALLOW_TMPFS_DEFAULT: bool = false;
+const REPLICATION_ADDR_DEFAULT: &str = "127.0.0.1:9093";
+const ELECTION_TIMEOUT_MS_DEFAULT: u64 = 500;
+const ELECTION_TIMEOUT_MS_MIN: u64 = 50;
+const ELECTION_TIMEOUT_MS_MAX: u64 = 60_000;
+const PEERS_FIX: &str = "expected a comma-separated list ID@HOST:PORT of every member's \
+    replication address, this node included, e.g. 1@10.0.0.1:9093,2@10.0.0.2:9093,3@10.0.0.3:9093";
 
 /// The `schema_version` of the disk profiles this node reads; `strand_tools::probe`
 /// writes them (`SCHEMA_VERSION` there).
@@ -317,6 +330,32 @@ pub struct Args {
     /// when the config file does not set them [default: none]
     #[arg(long, env = "STRAND_DISK_PROFILE", value_name = "FILE")]
     pub disk_profile: Option<PathBuf>,
+
+    /// Address the replication transport (QUIC over UDP) binds; shard s uses its port
+    /// + s [default: 127.0.0.1:9093]
+    #[arg(long, env = "STRAND_REPLICATION_ADDR", value_name = "HOST:PORT")]
+    pub replication_addr: Option<String>,
+
+    /// Every cluster member as ID@HOST:PORT (replication addresses), this node
+    /// included, comma-separated. Empty: a single node without replication
+    /// [default: none]
+    #[arg(long, env = "STRAND_PEERS", value_name = "ID@HOST:PORT,...")]
+    pub peers: Option<String>,
+
+    /// Directory with ca.pem, node.pem and node.key (from `strand cert`): required in
+    /// a cluster [default: none]
+    #[arg(long, env = "STRAND_TLS_DIR", value_name = "DIR")]
+    pub tls_dir: Option<PathBuf>,
+
+    /// Replicas of a topic created without a replication factor
+    /// [default: min(3, cluster size)]
+    #[arg(long, env = "STRAND_DEFAULT_REPLICATION_FACTOR", value_name = "N")]
+    pub default_replication_factor: Option<u32>,
+
+    /// A follower that hears nothing from its leader for 1-2x this long starts an
+    /// election [default: 500]
+    #[arg(long, env = "STRAND_ELECTION_TIMEOUT_MS", value_name = "MS")]
+    pub election_timeout_ms: Option<u64>,
 }
 
 /// The config file. Every key is optional; unknown keys are refused.
@@ -337,6 +376,11 @@ struct FileConfig {
     io_memory_bytes: Option<usize>,
     allow_tmpfs: Option<bool>,
     disk_profile: Option<PathBuf>,
+    replication_addr: Option<String>,
+    peers: Option<String>,
+    tls_dir: Option<PathBuf>,
+    default_replication_factor: Option<u32>,
+    election_timeout_ms: Option<u64>,
     #[serde(default)]
     log: FileLogConfig,
 }
@@ -455,6 +499,68 @@ pub struct NodeConfig {
     pub log: LogConfig,
     /// Where `log.write_buffer_bytes` and `log.writes_in_flight_max` came from.
     pub write_sizing: WriteSizing,
+    /// The replication transport's bind address (shard s: port + s).
+    pub replication_addr: SocketAddr,
+    /// Every member, this node included, sorted by id. Empty: a single node.
+    pub peers: Vec<Peer>,
+    pub tls_dir: Option<PathBuf>,
+    pub default_replication_factor: u32,
+    pub election_timeout_ms: u64,
+}
+
+/// A cluster member as configured: its id and replication address (a host name is
+/// resolved when connecting, so a StatefulSet's DNS names work).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub id: u32,
+    pub host: String,
+    pub port: u16,
+}
+
+impl Peer {
+    /// The replication address of this member's shard `shard`.
+    pub fn shard_addr(&self, shard: usize) -> Option<SocketAddr> {
+        let port = u16::try_from(self.port as usize + shard).ok()?;
+        (self.host.as_str(), port).to_socket_addrs().ok()?.next()
+    }
+}
+
+/// Parse `ID@HOST:PORT,...` (sorted by id on return).
+fn parse_peers(value: &str) -> Result<Vec<Peer>, ConfigError> {
+    let bad = |fix: String| ConfigError::invalid("peers", value, fix);
+    let mut peers = Vec::new();
+    for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part
+            .split_once('@')
+            .ok_or_else(|| bad(format!("{part:?} has no '@': {PEERS_FIX}")))?;
+        let id: u32 = id
+            .trim()
+            .parse()
+            .map_err(|_| bad(format!("{id:?} is not a node id: {PEERS_FIX}")))?;
+        let (host, port) = addr
+            .rsplit_once(':')
+            .ok_or_else(|| bad(format!("{addr:?} has no port: {PEERS_FIX}")))?;
+        let port: u16 = port
+            .parse()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| bad(format!("{addr:?} has no valid port: {PEERS_FIX}")))?;
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        if host.is_empty() {
+            return Err(bad(format!("{addr:?} has no host: {PEERS_FIX}")));
+        }
+        if peers.iter().any(|p: &Peer| p.id == id) {
+            return Err(bad(format!(
+                "node id {id} is listed twice; list each member once"
+            )));
+        }
+        peers.push(Peer { id, host, port });
+    }
+    peers.sort_by_key(|p| p.id);
+    Ok(peers)
 }
 
 /// The built-in defaults, as if started with no arguments.
@@ -478,6 +584,11 @@ impl Default for NodeConfig {
             disk_profile: None,
             log: LogConfig::default(),
             write_sizing: WriteSizing::default(),
+            replication_addr: SocketAddr::from(([127, 0, 0, 1], 9093)),
+            peers: Vec::new(),
+            tls_dir: None,
+            default_replication_factor: 1,
+            election_timeout_ms: ELECTION_TIMEOUT_MS_DEFAULT,
         }
     }
 }
@@ -527,7 +638,33 @@ impl NodeConfig {
             let profile = DiskProfile::read(path)?;
             write_sizing = profile.apply(&mut log, write_sizing, io_memory_bytes);
         }
+        let replication_addr_text = args
+            .replication_addr
+            .or(file.replication_addr)
+            .unwrap_or_else(|| REPLICATION_ADDR_DEFAULT.to_string());
+        let replication_addr = replication_addr_text
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .filter(|a| a.port() != 0)
+            .ok_or_else(|| {
+                ConfigError::invalid("replication_addr", &replication_addr_text, ADDR_FIX)
+            })?;
+        let peers = match args.peers.or(file.peers) {
+            Some(text) => parse_peers(&text)?,
+            None => Vec::new(),
+        };
+        let default_replication_factor = (args
+            .default_replication_factor
+            .or(file.default_replication_factor))
+        .unwrap_or_else(|| peers.len().clamp(1, 3) as u32);
         let config = NodeConfig {
+            replication_addr,
+            peers,
+            tls_dir: args.tls_dir.or(file.tls_dir),
+            default_replication_factor,
+            election_timeout_ms: (args.election_timeout_ms.or(file.election_timeout_ms))
+                .unwrap_or(ELECTION_TIMEOUT_MS_DEFAULT),
             node_id: args.node_id.or(file.node_id).unwrap_or(NODE_ID_DEFAULT),
             cluster_id: (args.cluster_id.or(file.cluster_id))
                 .unwrap_or_else(|| CLUSTER_ID_DEFAULT.to_string()),
@@ -627,12 +764,61 @@ impl NodeConfig {
             IO_MEMORY_BYTES_MIN,
             IO_MEMORY_BYTES_MAX,
         )?;
+        check_range(
+            "election_timeout_ms",
+            self.election_timeout_ms,
+            ELECTION_TIMEOUT_MS_MIN,
+            ELECTION_TIMEOUT_MS_MAX,
+        )?;
+        if !self.peers.is_empty() {
+            if !self.peers.iter().any(|p| p.id == self.node_id) {
+                return Err(ConfigError::invalid(
+                    "peers",
+                    self.peers_text(),
+                    format!(
+                        "this node (node_id {}) is not listed: list every member, this node \
+                         included, or set node_id to this node's id in the list",
+                        self.node_id
+                    ),
+                ));
+            }
+            if self.peers.len() > 1 && self.tls_dir.is_none() {
+                return Err(ConfigError::Missing {
+                    field: "tls_dir".into(),
+                    fix: "a cluster replicates over TLS: make certificates with `strand cert ca` \
+                          and `strand cert node`, and name their directory with --tls-dir"
+                        .into(),
+                });
+            }
+        }
+        let members = self.peers.len().max(1) as u32;
+        if self.default_replication_factor == 0 || self.default_replication_factor > members {
+            return Err(ConfigError::invalid(
+                "default_replication_factor",
+                self.default_replication_factor,
+                format!("use 1 to the cluster size ({members})"),
+            ));
+        }
         self.log.validate().map_err(|e| match e {
             strand_engine::Error::InvalidConfig { field, value, fix } => {
                 ConfigError::invalid(&format!("log.{field}"), value, fix)
             }
             other => ConfigError::invalid("log", "", other.to_string()),
         })
+    }
+
+    /// Whether this node replicates with others (a `peers` list of more than itself).
+    pub fn is_cluster(&self) -> bool {
+        self.peers.len() > 1
+    }
+
+    /// `peers` as it would be written in the flag.
+    pub fn peers_text(&self) -> String {
+        self.peers
+            .iter()
+            .map(|p| format!("{}@{}", p.id, host_port(&p.host, p.port)))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// A human summary, one setting per line, printed at startup.
@@ -667,6 +853,26 @@ impl NodeConfig {
                     .as_ref()
                     .map_or("none".to_string(), |p| p.display().to_string()),
             ),
+            ("replication_addr", self.replication_addr.to_string()),
+            (
+                "peers",
+                if self.peers.is_empty() {
+                    "none (single node)".to_string()
+                } else {
+                    self.peers_text()
+                },
+            ),
+            (
+                "tls_dir",
+                self.tls_dir
+                    .as_ref()
+                    .map_or("none".to_string(), |p| p.display().to_string()),
+            ),
+            (
+                "default_replication_factor",
+                self.default_replication_factor.to_string(),
+            ),
+            ("election_timeout_ms", self.election_timeout_ms.to_string()),
             ("log.segment_bytes_max", bytes(log.segment_bytes_max)),
             ("log.segment_age_ms_max", millis(log.segment_age_ms_max)),
             ("log.preallocate_bytes", bytes(log.preallocate_bytes)),
@@ -1549,6 +1755,67 @@ mod tests {
     }
 
     #[test]
+    fn cluster_membership_is_parsed_and_checked() {
+        let c = resolve_flags(&[
+            "--node-id",
+            "2",
+            "--peers",
+            "3@10.0.0.3:9093, 1@strand-1.strand:9093,2@[::1]:9093",
+            "--tls-dir",
+            "/etc/strand/tls",
+        ])
+        .expect("valid cluster");
+        assert!(c.is_cluster());
+        assert_eq!(
+            c.peers.iter().map(|p| p.id).collect::<Vec<_>>(),
+            vec![1, 2, 3],
+            "sorted by id"
+        );
+        assert_eq!(c.peers[0].host, "strand-1.strand");
+        assert_eq!(c.peers[1].host, "::1");
+        assert_eq!(c.default_replication_factor, 3, "min(3, members)");
+        assert_eq!(
+            c.peers_text(),
+            "1@strand-1.strand:9093,2@[::1]:9093,3@10.0.0.3:9093"
+        );
+        let two = |extra: &[&str]| {
+            let mut argv = vec!["--node-id", "1", "--peers", "1@h:1,2@h:2"];
+            argv.extend_from_slice(extra);
+            resolve_flags(&argv)
+        };
+        // Missing TLS names the flag and how to make certificates.
+        let e = error_of(two(&[]));
+        assert!(e.contains("tls_dir") && e.contains("strand cert"), "{e}");
+        assert_invalid(
+            two(&["--tls-dir", "d", "--default-replication-factor", "3"]),
+            "default_replication_factor",
+        );
+        assert_invalid(
+            two(&["--tls-dir", "d", "--election-timeout-ms", "5"]),
+            "election_timeout_ms",
+        );
+        // This node must be a member.
+        assert_invalid(
+            resolve_flags(&["--node-id", "9", "--peers", "1@h:1,2@h:2", "--tls-dir", "d"]),
+            "peers",
+        );
+        for bad in ["1@h:1,1@h:2", "x@h:1", "1h:1", "1@h", "1@h:0", "1@:5"] {
+            assert_invalid(
+                resolve_flags(&["--node-id", "1", "--peers", bad, "--tls-dir", "d"]),
+                "peers",
+            );
+        }
+        assert_invalid(
+            resolve_flags(&["--replication-addr", "nowhere"]),
+            "replication_addr",
+        );
+        // A single node needs none of it.
+        let single = resolve_flags(&[]).expect("defaults");
+        assert!(!single.is_cluster());
+        assert_eq!(single.default_replication_factor, 1);
+    }
+
+    #[test]
     fn describe_lists_every_setting() {
         // Key and value of each line, whatever the column width.
         let rows = |c: &NodeConfig| -> Vec<(String, String)> {
@@ -1561,7 +1828,7 @@ mod tests {
         };
         let c = resolve_flags(&["--cores", "0-1,4"]).expect("valid");
         let got = rows(&c);
-        assert_eq!(got.len(), 23, "one line per setting: {got:?}");
+        assert_eq!(got.len(), 28, "one line per setting: {got:?}");
         for (key, value) in [
             ("kafka_addr", "127.0.0.1:9092"),
             ("advertised_kafka_addr", "127.0.0.1:9092"),
