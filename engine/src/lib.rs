@@ -15,7 +15,7 @@ pub mod index;
 pub mod log;
 pub mod process;
 pub mod segment;
-mod signal;
+pub mod signal;
 pub mod storage;
 pub mod tail_cache;
 

@@ -59,7 +59,13 @@ pub fn start(mut config: NodeConfig) -> Result<Node, String> {
             config.kafka_addr.port()
         ));
     }
-    let topics = Topics::load(dir)?;
+    // In a cluster the controller's log is the truth; its replay rebuilds the topics.
+    let topics = if config.is_cluster() {
+        crate::cluster::check_identity(dir, &config.cluster_id, config.node_id)?;
+        Topics::default()
+    } else {
+        Topics::load(dir)?
+    };
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)

@@ -1,6 +1,7 @@
 //! The Strand node: shards, the Kafka API, and (later) replication and cluster
 //! state. See ARCHITECTURE.md for which core owns what.
 
+pub mod cluster;
 pub mod config;
 pub mod kafka;
 pub mod launch;

@@ -2,7 +2,7 @@
 //!
 //! Lives on exactly one shard (the owner, see `shard::owner_of`); `!Send`.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::time::Instant;
@@ -35,7 +35,7 @@ struct ProducerEntry {
 
 /// What the idempotence check says about a batch.
 #[derive(Debug, PartialEq, Eq)]
-enum Verdict {
+pub enum Verdict {
     Append,
     Duplicate { base_offset: u64 },
     Reject(i16),
@@ -125,6 +125,11 @@ pub struct Partition {
     producers: RefCell<Producers>,
     /// Serializes the idempotence check with the append it guards.
     produce_lock: Semaphore,
+    /// Set when the partition is a replica of a replication group: its high
+    /// watermark is then the group's published commit, not the local durable offset.
+    replicated: Cell<bool>,
+    replicated_hw: Cell<u64>,
+    hw_waiters: strand_engine::signal::WakerSet,
 }
 
 fn storage_error(e: &EngineError) -> i16 {
@@ -141,9 +146,20 @@ impl Partition {
             log,
             producers: RefCell::new(Producers::default()),
             produce_lock: Semaphore::new(1),
+            replicated: Cell::new(false),
+            replicated_hw: Cell::new(0),
+            hw_waiters: Default::default(),
         });
         partition.rebuild_producers().await;
         partition
+    }
+
+    /// Forget the idempotence state and rebuild it from the log: after a
+    /// replication group truncated a divergent tail, batches that are gone must
+    /// not be answered as duplicates.
+    pub async fn reset_producers(&self) {
+        *self.producers.borrow_mut() = Producers::default();
+        self.rebuild_producers().await;
     }
 
     /// Rebuild idempotence state from the tail of the log, so a producer retrying
@@ -172,9 +188,64 @@ impl Partition {
         }
     }
 
-    /// The high watermark: offsets below it are durable and visible to consumers.
+    /// The high watermark: offsets below it are durable (on a quorum, when
+    /// replicated) and visible to consumers.
     pub fn high_watermark(&self) -> u64 {
-        self.log.durable_offset()
+        if self.replicated.get() {
+            self.replicated_hw.get()
+        } else {
+            self.log.durable_offset()
+        }
+    }
+
+    /// Make this partition a replica: its high watermark comes from
+    /// [`Partition::publish_high_watermark`] from now on.
+    pub fn set_replicated(&self) {
+        self.replicated.set(true);
+    }
+
+    /// The replication group's commit moved the high watermark to `hw`.
+    pub fn publish_high_watermark(&self, hw: u64) {
+        debug_assert!(self.replicated.get());
+        if hw > self.replicated_hw.get() {
+            self.replicated_hw.set(hw);
+        }
+        self.hw_waiters.wake_all();
+    }
+
+    /// Wake the tasks waiting on the high watermark so they re-check (for example
+    /// after a leadership change).
+    pub fn wake_hw_waiters(&self) {
+        self.hw_waiters.wake_all();
+    }
+
+    /// Wait until `done()` holds, re-checked whenever the high watermark is
+    /// published or the waiters are woken, or until `deadline`. Returns `done()`.
+    pub async fn wait_hw(&self, deadline: Instant, done: impl Fn() -> bool) -> bool {
+        let wait = std::future::poll_fn(|cx| {
+            if done() {
+                return std::task::Poll::Ready(());
+            }
+            self.hw_waiters.register(cx.waker());
+            std::task::Poll::Pending
+        });
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        let _ = glommio::timer::timeout(timeout, async {
+            wait.await;
+            Ok(())
+        })
+        .await;
+        done()
+    }
+
+    /// The idempotence verdict on a batch about to be appended.
+    pub fn check_producer(&self, h: &BatchHeader) -> Verdict {
+        self.producers.borrow().check(h)
+    }
+
+    /// Remember an appended batch for duplicate detection.
+    pub fn record_producer(&self, h: &BatchHeader, base_offset: u64) {
+        self.producers.borrow_mut().record(h, base_offset);
     }
 
     pub async fn produce(&self, records: Bytes, acks: i16, max_message_bytes: u32) -> Produced {
@@ -252,7 +323,7 @@ impl Partition {
         }
         let offset = offset as u64;
         if offset >= hw {
-            if end > hw {
+            if end > hw && !self.replicated.get() {
                 // Data is there but not yet durable: make it so (acks=0/1 producers
                 // never ask) so consumers are not left waiting.
                 self.log.request_durable();
@@ -271,6 +342,11 @@ impl Partition {
 
     /// Wait until the high watermark passes `offset` or `deadline` passes.
     pub async fn wait_for_data(&self, offset: u64, deadline: Instant) {
+        if self.replicated.get() {
+            self.wait_hw(deadline, || self.high_watermark() > offset)
+                .await;
+            return;
+        }
         if self.log.end_offset() > self.high_watermark() {
             self.log.request_durable();
         }

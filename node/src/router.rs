@@ -53,6 +53,13 @@ pub enum Op {
     },
     /// Topic metadata changes: run on shard 0 only.
     Admin(AdminOp),
+    /// Hand a partition's leadership to its preferred replica (answered with
+    /// `OpResult::Admin`).
+    ElectPreferred {
+        topic: String,
+        partition: i32,
+        timeout_ms: u64,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -61,6 +68,8 @@ pub enum AdminOp {
         name: String,
         partitions: i32,
         config: TopicConfig,
+        /// Replicas per partition (1 on a single node).
+        replication_factor: u32,
         validate_only: bool,
     },
     DeleteTopic {
@@ -111,9 +120,18 @@ pub enum OpResult {
 
 #[derive(Debug)]
 pub enum Envelope {
-    Call { id: u64, from: usize, op: Op },
-    Reply { id: u64, result: OpResult },
+    Call {
+        id: u64,
+        from: usize,
+        op: Op,
+    },
+    Reply {
+        id: u64,
+        result: OpResult,
+    },
     Topics(TopicsView),
+    /// Leaders of replication groups, as learned by the sending shard.
+    Leaders(Vec<crate::cluster::LeaderUpdate>),
 }
 
 #[derive(Default)]
@@ -208,6 +226,20 @@ impl Router {
                 let _ = self
                     .senders
                     .send_to(peer, Envelope::Topics(view.clone()))
+                    .await;
+            }
+        }
+    }
+}
+
+impl Router {
+    /// Tell every other shard about leaders learned here.
+    pub async fn broadcast_leaders(&self, updates: &[crate::cluster::LeaderUpdate]) {
+        for peer in 0..self.senders.nr_consumers() {
+            if peer != self.shard {
+                let _ = self
+                    .senders
+                    .send_to(peer, Envelope::Leaders(updates.to_vec()))
                     .await;
             }
         }

@@ -14,6 +14,9 @@ use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::sync::Semaphore;
 use strand_engine::{DmaStorage, Log, LogConfig};
 
+use crate::cluster::controller::{self, Command, CONTROLLER_GROUP};
+use crate::cluster::replica::Replica;
+use crate::cluster::runtime::Runtime;
 use crate::config::NodeConfig;
 use crate::kafka::{errors, list_offsets};
 use crate::partition::Partition;
@@ -75,6 +78,8 @@ pub struct Shard {
     stop_gate: Rc<Semaphore>,
     /// Bytes of requests being read or handled on this shard.
     pub request_memory: Rc<Semaphore>,
+    /// In a cluster: this shard's replication runtime.
+    cluster: RefCell<Option<Rc<Runtime>>>,
 }
 
 impl std::fmt::Debug for Shard {
@@ -114,6 +119,85 @@ impl Shard {
         owner_of(topic, partition, self.count)
     }
 
+    /// In a cluster: this shard's replication runtime.
+    pub fn cluster(&self) -> Option<Rc<Runtime>> {
+        self.cluster.borrow().clone()
+    }
+
+    /// In a cluster: the replica of a partition this shard owns, if this node hosts
+    /// one. `Err` is the Kafka error for the partition.
+    pub async fn replica(&self, topic: &str, partition: i32) -> Result<Rc<Replica>, i16> {
+        let runtime = self.cluster().ok_or(errors::UNKNOWN_SERVER_ERROR)?;
+        let meta = self
+            .topics()
+            .get(topic)
+            .cloned()
+            .filter(|m| partition >= 0 && partition < m.partitions)
+            .ok_or(errors::UNKNOWN_TOPIC_OR_PARTITION)?;
+        let group = controller::group_id(meta.seq, partition);
+        if let Some(r) = runtime.replica(group) {
+            return Ok(r);
+        }
+        let hosted = meta
+            .replicas
+            .get(partition as usize)
+            .is_some_and(|r| r.contains(&self.config().node_id));
+        if !hosted {
+            return Err(errors::NOT_LEADER_OR_FOLLOWER);
+        }
+        // Opening (scan and recovery) is under way, or failed.
+        let p = self.partition(topic, partition).await?;
+        let _permit = self
+            .open_lock
+            .acquire_permit(1)
+            .await
+            .map_err(|_| errors::KAFKA_STORAGE_ERROR)?;
+        if let Some(r) = runtime.replica(group) {
+            return Ok(r);
+        }
+        let voters = meta.replicas[partition as usize].clone();
+        let r = Replica::open(
+            &runtime,
+            group,
+            topic,
+            partition,
+            p,
+            voters,
+            runtime.recovered_commit(group),
+        )
+        .await
+        .map_err(|e| {
+            tracing::error!(topic, partition, error = %e, "cannot open the replica");
+            errors::KAFKA_STORAGE_ERROR
+        })?;
+        runtime.add_replica(r.clone());
+        Ok(r)
+    }
+
+    /// The replica if this node leads the partition; else the Kafka error.
+    async fn leader_replica(&self, topic: &str, partition: i32) -> Result<Rc<Replica>, i16> {
+        let r = self.replica(topic, partition).await?;
+        if r.is_leader() {
+            Ok(r)
+        } else {
+            Err(errors::NOT_LEADER_OR_FOLLOWER)
+        }
+    }
+
+    /// The partition to serve a client read from: on a single node any partition;
+    /// in a cluster only one this node leads.
+    async fn served_partition(&self, topic: &str, partition: i32) -> Result<Rc<Partition>, i16> {
+        if self.cluster().is_some() {
+            Ok(self
+                .leader_replica(topic, partition)
+                .await?
+                .partition
+                .clone())
+        } else {
+            self.partition(topic, partition).await
+        }
+    }
+
     /// Run an op here or on its owner.
     pub async fn run_op(self: &Rc<Self>, owner: usize, op: Op) -> Option<OpResult> {
         if owner == self.id {
@@ -144,6 +228,14 @@ impl Shard {
             .cloned()
             .filter(|m| partition >= 0 && partition < m.partitions)
             .ok_or(errors::UNKNOWN_TOPIC_OR_PARTITION)?;
+        if self.config().is_cluster()
+            && !meta
+                .replicas
+                .get(partition as usize)
+                .is_some_and(|r| r.contains(&self.config().node_id))
+        {
+            return Err(errors::NOT_LEADER_OR_FOLLOWER);
+        }
         debug_assert_eq!(self.owner_of(topic, partition), self.id);
         let _permit = self
             .open_lock
@@ -174,6 +266,20 @@ impl Shard {
                 records,
                 acks,
                 max_message_bytes,
+            } if self.cluster().is_some() => match self.replica(&topic, partition).await {
+                Ok(r) => OpResult::Produced(r.produce(records, acks, max_message_bytes).await),
+                Err(code) => OpResult::Produced(crate::partition::Produced {
+                    error_code: code,
+                    base_offset: -1,
+                    log_start_offset: -1,
+                }),
+            },
+            Op::Produce {
+                topic,
+                partition,
+                records,
+                acks,
+                max_message_bytes,
             } => match self.partition(&topic, partition).await {
                 Ok(p) => OpResult::Produced(p.produce(records, acks, max_message_bytes).await),
                 Err(code) => OpResult::Produced(crate::partition::Produced {
@@ -187,7 +293,7 @@ impl Shard {
                 partition,
                 offset,
                 max_bytes,
-            } => match self.partition(&topic, partition).await {
+            } => match self.served_partition(&topic, partition).await {
                 Ok(p) => OpResult::Fetched(p.fetch(offset, max_bytes).await),
                 Err(code) => OpResult::Fetched(crate::partition::Fetched {
                     error_code: code,
@@ -202,7 +308,7 @@ impl Shard {
                 offset,
                 deadline,
             } => {
-                if let Ok(p) = self.partition(&topic, partition).await {
+                if let Ok(p) = self.served_partition(&topic, partition).await {
                     p.wait_for_data(offset, deadline).await;
                 }
                 OpResult::Done
@@ -211,7 +317,7 @@ impl Shard {
                 topic,
                 partition,
                 timestamp,
-            } => match self.partition(&topic, partition).await {
+            } => match self.served_partition(&topic, partition).await {
                 Ok(p) => {
                     let (error_code, offset, timestamp) = list_offsets::lookup(&p, timestamp).await;
                     OpResult::Offset {
@@ -238,6 +344,14 @@ impl Shard {
             }
             Op::Admin(op) => {
                 let (code, msg) = self.admin(op).await;
+                OpResult::Admin(code, msg)
+            }
+            Op::ElectPreferred {
+                topic,
+                partition,
+                timeout_ms,
+            } => {
+                let (code, msg) = self.elect_preferred(&topic, partition, timeout_ms).await;
                 OpResult::Admin(code, msg)
             }
         }
@@ -281,6 +395,7 @@ impl Shard {
                 name,
                 partitions,
                 config,
+                replication_factor,
                 ..
             } => {
                 if let Err(msg) = topics::check_topic_name(&name) {
@@ -297,7 +412,19 @@ impl Shard {
                             format!("topic {} already exists", e.key()),
                         )),
                         std::collections::btree_map::Entry::Vacant(e) => {
+                            let replicas = if self.config().is_cluster() {
+                                controller::assign_replicas(
+                                    e.key(),
+                                    0..partitions,
+                                    replication_factor as usize,
+                                    &self.member_ids(),
+                                )
+                            } else {
+                                Vec::new()
+                            };
                             e.insert(topics::TopicMeta {
+                                replicas,
+                                seq: 0,
                                 id: topics::new_topic_id(),
                                 partitions,
                                 config,
@@ -328,6 +455,16 @@ impl Shard {
                     ),
                 )),
                 Some(t) => {
+                    if !t.replicas.is_empty() {
+                        let factor = t.replicas.first().map_or(1, Vec::len);
+                        let members = self.member_ids();
+                        t.replicas.extend(controller::assign_replicas(
+                            &name,
+                            t.partitions..count,
+                            factor,
+                            &members,
+                        ));
+                    }
                     t.partitions = count;
                     Ok(())
                 }
@@ -365,6 +502,9 @@ impl Shard {
         if validate_only {
             return (errors::NONE, None);
         }
+        if self.cluster().is_some() {
+            return self.commit_topics_change(&next).await;
+        }
         next.version += 1;
         if let Err(e) = next.save(&self.config().data_dir) {
             tracing::error!(error = %e, "cannot persist topic metadata");
@@ -376,12 +516,184 @@ impl Shard {
         (errors::NONE, None)
     }
 
+    /// Move a partition's leadership to its preferred replica, if this node leads it.
+    async fn elect_preferred(
+        &self,
+        topic: &str,
+        partition: i32,
+        timeout_ms: u64,
+    ) -> (i16, Option<String>) {
+        use crate::kafka::elect_leaders::{ELECTION_NOT_NEEDED, PREFERRED_LEADER_NOT_AVAILABLE};
+        let replica = match self.replica(topic, partition).await {
+            Ok(r) => r,
+            // A single node: its only replica always leads.
+            Err(_) if self.cluster().is_none() => return (ELECTION_NOT_NEEDED, None),
+            Err(code) => return (code, None),
+        };
+        let Some(&preferred) = replica.voters.first() else {
+            return (PREFERRED_LEADER_NOT_AVAILABLE, None);
+        };
+        let view = replica.view();
+        if view.leader == Some(preferred) {
+            return (ELECTION_NOT_NEEDED, None);
+        }
+        if !replica.is_leader() {
+            return (
+                errors::NOT_LEADER_OR_FOLLOWER,
+                Some(format!("ask the leader ({:?})", view.leader)),
+            );
+        }
+        if let Err(e) = replica.transfer_leadership(preferred).await {
+            return (PREFERRED_LEADER_NOT_AVAILABLE, Some(e));
+        }
+        let deadline = std::time::Instant::now() + Duration::from_millis(timeout_ms);
+        while std::time::Instant::now() < deadline {
+            if replica.view().leader == Some(preferred) {
+                return (errors::NONE, None);
+            }
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+        }
+        (
+            PREFERRED_LEADER_NOT_AVAILABLE,
+            Some(format!(
+                "node {preferred} did not take over within {timeout_ms} ms"
+            )),
+        )
+    }
+
+    /// At shutdown: hand every partition this shard leads to an in-sync follower,
+    /// so clients wait for no election (rolling restarts).
+    async fn hand_off_leadership(&self) {
+        let Some(runtime) = self.cluster() else {
+            return;
+        };
+        let leading: Vec<_> = runtime
+            .replicas()
+            .into_iter()
+            .filter(|r| r.is_leader())
+            .collect();
+        for r in &leading {
+            let isr = r.in_sync();
+            let Some(&target) = r
+                .voters
+                .iter()
+                .find(|v| **v != self.config().node_id && isr.contains(v))
+            else {
+                continue;
+            };
+            let _ = r.transfer_leadership(target).await;
+        }
+        let deadline = std::time::Instant::now()
+            + Duration::from_millis(2 * self.config().election_timeout_ms);
+        while std::time::Instant::now() < deadline && leading.iter().any(|r| r.is_leader()) {
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Ids of the cluster members (this node alone on a single node).
+    fn member_ids(&self) -> Vec<u32> {
+        let peers = &self.config().peers;
+        if peers.is_empty() {
+            vec![self.config().node_id]
+        } else {
+            peers.iter().map(|p| p.id).collect()
+        }
+    }
+
+    /// In a cluster: turn a metadata change computed on shard 0 into a controller
+    /// command, commit it, and wait until this node has applied it.
+    async fn commit_topics_change(&self, next: &Topics) -> (i16, Option<String>) {
+        let current = self.topics();
+        let changed = next
+            .topics
+            .iter()
+            .find(|(name, meta)| current.get(name) != Some(*meta))
+            .map(|(name, meta)| Command::PutTopic {
+                name: name.clone(),
+                meta: meta.clone(),
+                create: current.get(name).is_none(),
+            });
+        let removed = current
+            .topics
+            .keys()
+            .find(|name| next.get(name).is_none())
+            .map(|name| Command::RemoveTopic { name: name.clone() });
+        let Some(command) = changed.or(removed) else {
+            return (errors::NONE, None);
+        };
+        let applied = |view: &Topics| match &command {
+            Command::PutTopic { name, meta, .. } => view.get(name).map(|t| {
+                t.id == meta.id && t.partitions == meta.partitions && t.config == meta.config
+            }),
+            Command::RemoveTopic { name } => Some(view.get(name).is_none()),
+            Command::RegisterBroker { .. } => Some(true),
+        };
+        if let Err(code) = self.propose_command(&command).await {
+            return (
+                code,
+                Some("the cluster has no controller leader right now; retry".into()),
+            );
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            match applied(&self.topics()) {
+                Some(true) => return (errors::NONE, None),
+                // Another creation of the same name won.
+                Some(false) if matches!(command, Command::PutTopic { create: true, .. }) => {
+                    return (
+                        errors::TOPIC_ALREADY_EXISTS,
+                        Some("the topic was created concurrently".into()),
+                    )
+                }
+                _ => glommio::timer::sleep(Duration::from_millis(10)).await,
+            }
+        }
+        (
+            errors::REQUEST_TIMED_OUT,
+            Some("the controller did not commit the change in 10 s".into()),
+        )
+    }
+
+    /// Shard 0: propose a controller command here if this node leads the
+    /// controller, else forward it to the leader.
+    pub async fn propose_command(&self, command: &Command) -> Result<(), i16> {
+        let runtime = self.cluster().ok_or(errors::UNKNOWN_SERVER_ERROR)?;
+        let controller = runtime
+            .replica(CONTROLLER_GROUP)
+            .ok_or(errors::NOT_CONTROLLER)?;
+        let bytes = command.encode();
+        if controller.is_leader() {
+            let batch = crate::cluster::records::value_batch(
+                &bytes,
+                crate::cluster::runtime::now_unix_ms(),
+            );
+            let produced = controller
+                .produce(bytes::Bytes::from(batch), -1, u32::MAX)
+                .await;
+            return match produced.error_code {
+                errors::NONE => Ok(()),
+                code => Err(code),
+            };
+        }
+        match controller.view().leader {
+            Some(leader) if leader != self.config().node_id => {
+                runtime.send_cluster(
+                    leader,
+                    strand_net::replication::ClusterMessage::Forward { command: bytes },
+                );
+                Ok(())
+            }
+            _ => Err(errors::NOT_CONTROLLER),
+        }
+    }
+
     /// Install a new topic snapshot: drop partitions that are gone, push config
     /// changes to open logs.
     pub async fn apply_topics(&self, view: TopicsView) {
         if view.version <= self.topics.borrow().version && view.version != 0 {
             return;
         }
+        let previous = self.topics.borrow().clone();
         *self.topics.borrow_mut() = view.clone();
         let gone: Vec<(String, i32)> = self
             .partitions
@@ -391,6 +703,11 @@ impl Shard {
             .cloned()
             .collect();
         for key in gone {
+            if let (Some(runtime), Some(meta)) = (self.cluster(), previous.get(&key.0)) {
+                let group = controller::group_id(meta.seq.max(1), key.1);
+                runtime.remove_replica(group);
+                runtime.forget_group(group);
+            }
             let removed = self.partitions.borrow_mut().remove(&key);
             drop(removed);
             let dir = partition_dir(&self.config().data_dir, &key.0, key.1);
@@ -406,12 +723,110 @@ impl Shard {
         }
     }
 
+    /// Shard 0 in a cluster: open the controller's replica, apply its committed
+    /// commands as they come, and register this broker's Kafka address.
+    async fn start_controller(self: Rc<Self>, runtime: &Rc<Runtime>) -> Result<(), String> {
+        let dir = self.config().data_dir.join("controller");
+        let log = Log::open(self.storage.clone(), &dir, self.config().log.clone())
+            .await
+            .map_err(|e| format!("cannot open the controller log: {e}"))?;
+        let partition = Partition::open(log).await;
+        let voters: Vec<u32> = self.config().peers.iter().map(|p| p.id).collect();
+        let replica = Replica::open(
+            runtime,
+            CONTROLLER_GROUP,
+            "__controller",
+            0,
+            partition,
+            voters,
+            runtime.recovered_commit(CONTROLLER_GROUP),
+        )
+        .await?;
+        runtime.add_replica(replica.clone());
+        let shard = self.clone();
+        let rt = runtime.clone();
+        glommio::spawn_local(async move {
+            let mut applied = 0;
+            loop {
+                let commit = replica.published_commit();
+                if commit > applied {
+                    match replica.committed_entries(applied + 1, commit).await {
+                        Ok(entries) => {
+                            let mut next: Topics = (*shard.topics()).clone();
+                            for (index, bytes) in entries {
+                                let command = crate::cluster::records::first_record_value(&bytes)
+                                    .and_then(Command::decode);
+                                if let Some(command) = command {
+                                    controller::apply(&mut next, index, command);
+                                }
+                                next.version = index;
+                            }
+                            applied = commit;
+                            let view: TopicsView = Arc::new(next);
+                            shard.apply_topics(view.clone()).await;
+                            shard.router.broadcast_topics(&view).await;
+                            let s = shard.clone();
+                            glommio::spawn_local(async move { s.open_owned().await }).detach();
+                            continue;
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot read committed controller entries");
+                            glommio::timer::sleep(Duration::from_millis(100)).await;
+                            continue;
+                        }
+                    }
+                }
+                rt.controller_wake.wait().await;
+            }
+        })
+        .detach();
+        // Register (and re-register after an address change) until the controller
+        // has our address.
+        let shard = self.clone();
+        glommio::spawn_local(async move {
+            let (host, port) = shard.config().advertised_kafka_addr.clone();
+            let me = shard.config().node_id;
+            loop {
+                let registered = shard
+                    .topics()
+                    .brokers
+                    .get(&me)
+                    .is_some_and(|b| b.host == host && b.port == port);
+                if registered {
+                    return;
+                }
+                let command = Command::RegisterBroker {
+                    id: me,
+                    host: host.clone(),
+                    port,
+                };
+                let _ = shard.propose_command(&command).await;
+                glommio::timer::sleep(Duration::from_millis(500)).await;
+            }
+        })
+        .detach();
+        Ok(())
+    }
+
     /// Open every partition this shard owns (recovery runs now, not on first use).
     async fn open_owned(&self) {
         let view = self.topics();
         for (name, meta) in view.topics.iter() {
             for p in 0..meta.partitions {
-                if self.owner_of(name, p) == self.id {
+                if self.owner_of(name, p) != self.id {
+                    continue;
+                }
+                if self.cluster().is_some() {
+                    let hosted = meta
+                        .replicas
+                        .get(p as usize)
+                        .is_some_and(|r| r.contains(&self.config().node_id));
+                    if hosted {
+                        if let Err(code) = self.replica(name, p).await {
+                            tracing::error!(topic = %name, partition = p, code, "replica unavailable");
+                        }
+                    }
+                } else {
                     if let Err(code) = self.partition(name, p).await {
                         tracing::error!(topic = %name, partition = p, code, "partition unavailable");
                     }
@@ -423,6 +838,11 @@ impl Shard {
     async fn retention_loop(self: Rc<Self>) {
         loop {
             glommio::timer::sleep(Duration::from_secs(10)).await;
+            if self.cluster().is_some() {
+                // Retention of replicated logs must move every replica's log start in
+                // step with the group (only committed entries may go): not yet.
+                continue;
+            }
             let parts: Vec<Rc<Partition>> = self.partitions.borrow().values().cloned().collect();
             for p in parts {
                 if let Err(e) = p.log.apply_retention().await {
@@ -494,6 +914,7 @@ async fn serve_shard(
         admin_lock: Semaphore::new(1),
         stop_gate: Rc::new(Semaphore::new(0)),
         request_memory: Rc::new(Semaphore::new((2 * shared.config.request_bytes_max) as u64)),
+        cluster: RefCell::new(None),
     });
     glommio::spawn_local(shard.clone().watch_shutdown()).detach();
     for (_peer, rx) in crate::router::streams(&mut receivers) {
@@ -510,11 +931,29 @@ async fn serve_shard(
                         .detach();
                     }
                     Envelope::Reply { id, result } => shard.router.deliver(id, result),
-                    Envelope::Topics(view) => shard.apply_topics(view).await,
+                    Envelope::Topics(view) => {
+                        shard.apply_topics(view).await;
+                        if shard.cluster().is_some() {
+                            let shard = shard.clone();
+                            glommio::spawn_local(async move { shard.open_owned().await }).detach();
+                        }
+                    }
+                    Envelope::Leaders(updates) => {
+                        if let Some(runtime) = shard.cluster() {
+                            runtime.apply_leaders_from_shard(&updates);
+                        }
+                    }
                 }
             }
         })
         .detach();
+    }
+    if config.is_cluster() {
+        let runtime = Runtime::start(&shard).await?;
+        *shard.cluster.borrow_mut() = Some(runtime.clone());
+        if id == 0 {
+            shard.clone().start_controller(&runtime).await?;
+        }
     }
     shard.open_owned().await;
     let retention = glommio::spawn_local(shard.clone().retention_loop());
@@ -527,6 +966,10 @@ async fn serve_shard(
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }
     drop(retention);
+    if let Some(runtime) = shard.cluster() {
+        shard.hand_off_leadership().await;
+        runtime.close();
+    }
     shard.close_all().await;
     Ok(served)
 }

@@ -26,6 +26,22 @@ pub struct TopicMeta {
     pub id: [u8; 16],
     pub partitions: i32,
     pub config: TopicConfig,
+    /// In a cluster: the replicas of each partition (node ids, the preferred leader
+    /// first). Empty on a single node, which holds every partition itself.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<Vec<u32>>,
+    /// In a cluster: the controller log index that created the topic, which makes the
+    /// replication group ids of its partitions unique for the cluster's life (a
+    /// topic deleted and created again gets new groups).
+    #[serde(default)]
+    pub seq: u64,
+}
+
+/// A broker's Kafka address, as it registered with the controller.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerAddr {
+    pub host: String,
+    pub port: u16,
 }
 
 /// An immutable snapshot of every topic.
@@ -33,6 +49,9 @@ pub struct TopicMeta {
 pub struct Topics {
     pub version: u64,
     pub topics: BTreeMap<String, TopicMeta>,
+    /// In a cluster: every registered broker's Kafka address (from the controller).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub brokers: BTreeMap<u32, BrokerAddr>,
 }
 
 pub type TopicsView = Arc<Topics>;
@@ -136,6 +155,8 @@ mod tests {
                     max_message_bytes: 1 << 20,
                     segment_bytes: 1 << 27,
                 },
+                replicas: Vec::new(),
+                seq: 0,
             },
         );
         t.save(dir.path()).expect("save");

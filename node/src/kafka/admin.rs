@@ -58,6 +58,7 @@ pub async fn auto_create(shard: &Rc<Shard>, name: &str) -> (i16, Option<String>)
             name: name.to_string(),
             partitions: shard.config().default_partitions as i32,
             config: default_topic_config(shard),
+            replication_factor: shard.config().default_replication_factor,
             validate_only: false,
         },
     )
@@ -157,11 +158,18 @@ pub async fn create_topics(
         };
         let mut config = defaults.clone();
         let mut problem = None;
-        if !(t.replication_factor == -1 || t.replication_factor == 1) {
+        let members = shard.config().peers.len().max(1) as i16;
+        let replication_factor = if t.replication_factor == -1 {
+            shard.config().default_replication_factor as i16
+        } else {
+            t.replication_factor
+        };
+        if !(1..=members).contains(&replication_factor) {
             problem = Some((
                 errors::INVALID_REPLICATION_FACTOR,
                 format!(
-                    "replication factor {} is larger than the 1 node of this cluster",
+                    "replication factor {} must be between 1 and the {members} nodes of \
+                     this cluster",
                     t.replication_factor
                 ),
             ));
@@ -189,6 +197,7 @@ pub async fn create_topics(
                         name: name.clone(),
                         partitions,
                         config,
+                        replication_factor: replication_factor as u32,
                         validate_only: r.validate_only,
                     },
                 )
@@ -201,7 +210,7 @@ pub async fn create_topics(
         }
         if code == errors::NONE && version >= 5 {
             res.num_partitions = partitions;
-            res.replication_factor = 1;
+            res.replication_factor = replication_factor;
         }
         if code == errors::NONE && version >= 7 {
             if let Some(meta) = shard.topics().get(&name) {

@@ -232,10 +232,13 @@ mod tests {
         };
         Topics {
             version: 1,
+            brokers: Default::default(),
             topics: list
                 .iter()
                 .map(|&(name, partitions)| {
                     let meta = TopicMeta {
+                        replicas: Vec::new(),
+                        seq: 0,
                         id: [1; 16],
                         partitions,
                         config: config.clone(),

@@ -1,5 +1,7 @@
-//! Metadata: this node is every partition's leader; topics come from the shard's
-//! snapshot. Unknown topics are created when auto-creation is on and allowed.
+//! Metadata: topics come from the shard's snapshot. On a single node this node is
+//! every partition's leader; in a cluster, brokers come from the controller's
+//! registrations and leaders from the shard's leader table. Unknown topics are
+//! created when auto-creation is on and allowed.
 
 use std::rc::Rc;
 
@@ -10,7 +12,33 @@ use kafka_protocol::messages::{MetadataRequest, MetadataResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use super::{admin, errors, topic_name};
+use crate::cluster::controller::group_id;
 use crate::shard::Shard;
+
+/// Every broker as `(id, host, port)`: this node alone, or in a cluster every node
+/// registered with the controller (this node included even before it registered).
+pub fn brokers(shard: &Shard) -> Vec<(u32, String, u16)> {
+    let config = shard.config();
+    let me = (
+        config.node_id,
+        config.advertised_kafka_addr.0.clone(),
+        config.advertised_kafka_addr.1,
+    );
+    if shard.cluster().is_none() {
+        return vec![me];
+    }
+    let mut out: Vec<(u32, String, u16)> = shard
+        .topics()
+        .brokers
+        .iter()
+        .map(|(id, b)| (*id, b.host.clone(), b.port))
+        .collect();
+    if !out.iter().any(|b| b.0 == me.0) {
+        out.push(me);
+        out.sort_by_key(|b| b.0);
+    }
+    out
+}
 
 pub async fn handle(shard: &Rc<Shard>, r: MetadataRequest, version: i16) -> MetadataResponse {
     let config = shard.config();
@@ -38,16 +66,25 @@ pub async fn handle(shard: &Rc<Shard>, r: MetadataRequest, version: i16) -> Meta
     let view = shard.topics();
     let names: Vec<String> = requested.unwrap_or_else(|| view.topics.keys().cloned().collect());
     let mut out = MetadataResponse::default();
-    let mut broker = MetadataResponseBroker::default();
-    broker.node_id = node_id.into();
-    broker.host = StrBytes::from_string(config.advertised_kafka_addr.0.clone());
-    broker.port = i32::from(config.advertised_kafka_addr.1);
-    out.brokers = vec![broker];
+    let runtime = shard.cluster();
+    out.brokers = brokers(shard)
+        .into_iter()
+        .map(|(id, host, port)| {
+            let mut broker = MetadataResponseBroker::default();
+            broker.node_id = (id as i32).into();
+            broker.host = StrBytes::from_string(host);
+            broker.port = i32::from(port);
+            broker
+        })
+        .collect();
     if version >= 2 {
         out.cluster_id = Some(StrBytes::from_string(config.cluster_id.clone()));
     }
     if version >= 1 {
-        out.controller_id = node_id.into();
+        out.controller_id = match &runtime {
+            Some(rt) => rt.controller().map_or(-1, |c| c as i32).into(),
+            None => node_id.into(),
+        };
     }
     for name in names {
         let mut t = MetadataResponseTopic::default();
@@ -62,12 +99,38 @@ pub async fn handle(shard: &Rc<Shard>, r: MetadataRequest, version: i16) -> Meta
                     .map(|i| {
                         let mut p = MetadataResponsePartition::default();
                         p.partition_index = i;
-                        p.leader_id = node_id.into();
-                        if version >= 7 {
-                            p.leader_epoch = 0;
+                        let Some(rt) = &runtime else {
+                            p.leader_id = node_id.into();
+                            if version >= 7 {
+                                p.leader_epoch = 0;
+                            }
+                            p.replica_nodes = vec![node_id.into()];
+                            p.isr_nodes = vec![node_id.into()];
+                            return p;
+                        };
+                        let replicas = meta.replicas.get(i as usize).cloned().unwrap_or_default();
+                        p.replica_nodes = replicas.iter().map(|&r| (r as i32).into()).collect();
+                        match rt.leader_of(group_id(meta.seq, i)) {
+                            Some(l) => {
+                                p.leader_id = (l.leader as i32).into();
+                                if version >= 7 {
+                                    p.leader_epoch = l.term as i32;
+                                }
+                                let isr = if l.isr.is_empty() {
+                                    vec![l.leader]
+                                } else {
+                                    l.isr
+                                };
+                                p.isr_nodes = isr.iter().map(|&r| (r as i32).into()).collect();
+                            }
+                            None => {
+                                p.error_code = errors::LEADER_NOT_AVAILABLE;
+                                p.leader_id = (-1).into();
+                                if version >= 7 {
+                                    p.leader_epoch = -1;
+                                }
+                            }
                         }
-                        p.replica_nodes = vec![node_id.into()];
-                        p.isr_nodes = vec![node_id.into()];
                         p
                     })
                     .collect();

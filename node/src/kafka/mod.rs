@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod describe_log_dirs;
+pub mod elect_leaders;
 pub mod errors;
 pub mod fetch;
 pub mod list_offsets;
@@ -39,6 +40,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeCluster, 0, 1),
     // v0 is gone from Kafka 4 and from kafka-protocol; v4 adds the volume's bytes.
     (ApiKey::DescribeLogDirs, 1, 4),
+    (ApiKey::ElectLeaders, 0, 2),
 ];
 
 /// The served version range of an API.
@@ -89,6 +91,9 @@ pub async fn handle(shard: &Rc<Shard>, request: Request) -> Option<ResponseKind>
             ResponseKind::DescribeLogDirs(describe_log_dirs::handle(shard, r, version).await)
         }
         RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(init_producer_id(shard, &r)),
+        RequestKind::ElectLeaders(r) => {
+            ResponseKind::ElectLeaders(elect_leaders::handle(shard, r, version).await)
+        }
         // `served` lets nothing else through decoding.
         _ => return None,
     })
@@ -113,15 +118,22 @@ fn describe_cluster(shard: &Shard) -> DescribeClusterResponse {
     let config = shard.config();
     let mut r = DescribeClusterResponse::default();
     r.cluster_id = StrBytes::from_string(config.cluster_id.clone());
-    r.controller_id = (config.node_id as i32).into();
-    r.brokers = vec![{
-        let mut b =
-            kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker::default();
-        b.broker_id = (config.node_id as i32).into();
-        b.host = StrBytes::from_string(config.advertised_kafka_addr.0.clone());
-        b.port = i32::from(config.advertised_kafka_addr.1);
-        b
-    }];
+    r.controller_id = match shard.cluster() {
+        Some(rt) => rt.controller().map_or(-1, |c| c as i32).into(),
+        None => (config.node_id as i32).into(),
+    };
+    r.brokers = metadata::brokers(shard)
+        .into_iter()
+        .map(|(id, host, port)| {
+            let mut b =
+                kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker::default(
+                );
+            b.broker_id = (id as i32).into();
+            b.host = StrBytes::from_string(host);
+            b.port = i32::from(port);
+            b
+        })
+        .collect();
     r
 }
 
