@@ -43,6 +43,9 @@ pub enum Command {
     /// Make the cluster CA and node TLS certificates (no broker needed).
     #[command(subcommand)]
     Cert(crate::cert::CertCommand),
+    /// Run a local cluster of strand-node processes on 127.0.0.1 (`up`, `down`).
+    #[command(subcommand)]
+    DevCluster(crate::dev_cluster::DevClusterCommand),
 }
 
 #[derive(Debug, Subcommand)]

@@ -13,6 +13,7 @@ pub mod cert;
 pub mod cli;
 pub mod client;
 pub mod cluster;
+pub mod dev_cluster;
 pub mod errors;
 #[cfg(test)]
 mod fake_broker;
@@ -42,11 +43,12 @@ pub fn run(cli: &Cli) -> Result<String> {
         }
         Command::Disk(disk) => return probe::command(disk),
         Command::Cert(cert) => return cert::command(cert),
+        Command::DevCluster(dev) => return dev_cluster::command(dev),
         Command::Topic(_) | Command::Cluster(_) => {}
     }
     let mut client = Client::connect(&cli.bootstrap)?;
     match &cli.command {
-        Command::Segment(_) | Command::Disk(_) | Command::Cert(_) => {
+        Command::Segment(_) | Command::Disk(_) | Command::Cert(_) | Command::DevCluster(_) => {
             unreachable!("handled above")
         }
         Command::Topic(TopicCommand::Create(args)) => topic::create(&mut client, args),
