@@ -49,6 +49,8 @@ pub const CLIENT_VERSIONS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::CreatePartitions, 0, 3),
+    // v1 adds the election type (0 = preferred, what `cluster elect-leaders` asks).
+    (ApiKey::ElectLeaders, 1, 2),
 ];
 
 /// The range of versions this client uses for `key`, if it uses the API at all.

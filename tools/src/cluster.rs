@@ -44,6 +44,16 @@ pub enum ClusterCommand {
     /// Brokers, then each partition's leader, replicas, ISR, offsets and size on disk
     /// (Metadata, ListOffsets, DescribeLogDirs).
     Status(StatusArgs),
+    /// Give each partition's leadership back to its preferred replica (the first
+    /// replica), e.g. after a rolling restart (ElectLeaders, preferred).
+    ElectLeaders(ElectArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ElectArgs {
+    /// Only the partitions of this topic.
+    #[arg(long, value_name = "TOPIC")]
+    pub topic: Option<String>,
 }
 
 #[derive(Debug, Args)]

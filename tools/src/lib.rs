@@ -14,6 +14,7 @@ pub mod cli;
 pub mod client;
 pub mod cluster;
 pub mod dev_cluster;
+pub mod elect;
 pub mod errors;
 #[cfg(test)]
 mod fake_broker;
@@ -60,6 +61,9 @@ pub fn run(cli: &Cli) -> Result<String> {
         Command::Topic(TopicCommand::Alter(args)) => topic::alter(&mut client, args),
         Command::Cluster(cluster::ClusterCommand::Status(args)) => {
             cluster::status(&mut client, args.topic.as_deref(), args.output)
+        }
+        Command::Cluster(cluster::ClusterCommand::ElectLeaders(args)) => {
+            elect::elect_leaders(&mut client, args.topic.as_deref())
         }
     }
 }
