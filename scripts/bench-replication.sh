@@ -36,7 +36,7 @@ bootstrap=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['boo
 
 for rf in 1 3; do
     $bin/strand-bench --bootstrap "$bootstrap" --topic "bench-rf$rf" --replication-factor $rf \
-        --partitions "$partitions" --producers "$producers" --consumers 0 --size "$size" \
+        --partitions "$partitions" --producers "$producers" --consumers 0 --message-size "$size" \
         --acks all --duration "$duration" --warmup 3s --out "$out/rf$rf" --label "rf$rf" --quiet
 done
 

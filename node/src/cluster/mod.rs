@@ -33,7 +33,10 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaderUpdate {
     pub group: u64,
-    pub leader: u32,
+    /// None: the sender's replica has lost its leader (it is campaigning), so
+    /// clients are told LEADER_NOT_AVAILABLE and look again soon, rather than being
+    /// sent to a leader that may be dead.
+    pub leader: Option<u32>,
     pub term: u64,
     /// In-sync replicas (the leader included); empty when unknown.
     pub isr: Vec<u32>,

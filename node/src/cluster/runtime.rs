@@ -31,7 +31,8 @@ const TICK_INTERVAL: Duration = Duration::from_millis(10);
 /// A group's leader as this shard knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaderInfo {
-    pub leader: NodeId,
+    /// None while the group elects a new leader.
+    pub leader: Option<NodeId>,
     pub term: u64,
     pub isr: Vec<NodeId>,
 }
@@ -202,7 +203,7 @@ impl Runtime {
 
     /// The controller group's leader, as known here.
     pub fn controller(&self) -> Option<NodeId> {
-        self.leader_of(CONTROLLER_GROUP).map(|l| l.leader)
+        self.leader_of(CONTROLLER_GROUP).and_then(|l| l.leader)
     }
 
     fn addr_of(&self, node: NodeId) -> Option<SocketAddr> {
@@ -236,10 +237,8 @@ impl Runtime {
     /// A replica's role changed: update the table, tell the other shards and nodes.
     pub fn leader_changed(&self, replica: &Replica) {
         let view = replica.view();
-        let Some(leader) = view.leader else {
-            return;
-        };
-        let isr = if leader == self.node_id {
+        let leader = view.leader;
+        let isr = if leader == Some(self.node_id) {
             replica.in_sync()
         } else {
             Vec::new()
@@ -254,7 +253,7 @@ impl Runtime {
             self.leader_news.borrow_mut().push(update);
             self.leader_news_wake.notify();
         }
-        if leader == self.node_id {
+        if leader == Some(self.node_id) {
             self.report_leaders();
         }
     }
@@ -442,7 +441,7 @@ impl Runtime {
                 .filter(|r| r.is_leader())
                 .map(|r| LeaderUpdate {
                     group: r.group,
-                    leader: self.node_id,
+                    leader: Some(self.node_id),
                     term: r.view().term,
                     isr: r.in_sync(),
                 })
@@ -480,7 +479,9 @@ impl Runtime {
 
     fn handle_frame(self: &Rc<Self>, incoming: Incoming, scratch: &mut FrameBuffer) {
         let from = incoming.from;
-        let decoded = match net::decode(&incoming.frame, scratch) {
+        // Payloads are handed on as slices of the received buffer, not copies.
+        let frame = Bytes::from_owner(incoming.frame);
+        let decoded = match net::decode(&frame, scratch) {
             Ok(d) => d,
             Err(e) => {
                 tracing::warn!(from, error = %e, "dropped a bad replication frame");
@@ -561,7 +562,7 @@ impl Runtime {
                             .into_iter()
                             .map(|l| LeaderUpdate {
                                 group: l.group,
-                                leader: from,
+                                leader: Some(from),
                                 term: l.term,
                                 isr: l.isr,
                             })

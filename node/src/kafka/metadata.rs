@@ -111,19 +111,19 @@ pub async fn handle(shard: &Rc<Shard>, r: MetadataRequest, version: i16) -> Meta
                         let replicas = meta.replicas.get(i as usize).cloned().unwrap_or_default();
                         p.replica_nodes = replicas.iter().map(|&r| (r as i32).into()).collect();
                         match rt.leader_of(group_id(meta.seq, i)) {
-                            Some(l) => {
-                                p.leader_id = (l.leader as i32).into();
+                            Some(super::super::cluster::runtime::LeaderInfo {
+                                leader: Some(leader),
+                                term,
+                                isr,
+                            }) => {
+                                p.leader_id = (leader as i32).into();
                                 if version >= 7 {
-                                    p.leader_epoch = l.term as i32;
+                                    p.leader_epoch = term as i32;
                                 }
-                                let isr = if l.isr.is_empty() {
-                                    vec![l.leader]
-                                } else {
-                                    l.isr
-                                };
+                                let isr = if isr.is_empty() { vec![leader] } else { isr };
                                 p.isr_nodes = isr.iter().map(|&r| (r as i32).into()).collect();
                             }
-                            None => {
+                            _ => {
                                 p.error_code = errors::LEADER_NOT_AVAILABLE;
                                 p.leader_id = (-1).into();
                                 if version >= 7 {
