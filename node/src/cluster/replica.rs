@@ -35,6 +35,9 @@ use crate::replication::{
 const COMMIT_WAIT: Duration = Duration::from_secs(30);
 /// Most bytes read from the log for one outgoing append.
 const APPEND_READ_BYTES_MAX: usize = 8 << 20;
+/// Most payload bytes in one append frame (frames stop at 64 MiB; Raft may name 64
+/// entries of up to a few MiB each).
+const APPEND_FRAME_BYTES_MAX: usize = 16 << 20;
 
 /// What a replica's task is asked to do.
 enum Event {
@@ -655,7 +658,40 @@ impl Replica {
             }
             _ => Vec::new(),
         };
-        runtime.send_message(self.group, to, msg, payloads);
+        // An append over the frame limit goes as several appends, each naming the
+        // entry before it: to the follower that is the same as the one append.
+        let Message::Append(append) = msg else {
+            runtime.send_message(self.group, to, msg, payloads);
+            return Ok(());
+        };
+        let mut prev = append.prev;
+        let mut entries = append.entries.into_iter().zip(payloads).peekable();
+        while entries.peek().is_some() || prev == append.prev {
+            let mut part = Vec::new();
+            let mut part_payloads = Vec::new();
+            let mut bytes = 0;
+            while let Some((entry, payload)) = entries.peek() {
+                if !part.is_empty() && bytes + payload.len() > APPEND_FRAME_BYTES_MAX {
+                    break;
+                }
+                bytes += payload.len();
+                part.push(*entry);
+                part_payloads.push(payload.clone());
+                entries.next();
+            }
+            let last = part.last().copied().unwrap_or(prev);
+            let piece = crate::replication::AppendRequest {
+                term: append.term,
+                prev,
+                entries: part,
+                commit_index: append.commit_index,
+            };
+            runtime.send_message(self.group, to, Message::Append(piece), part_payloads);
+            if last == prev {
+                break;
+            }
+            prev = last;
+        }
         Ok(())
     }
 
@@ -746,6 +782,11 @@ pub(crate) fn config_for(node_id: NodeId, voters: Vec<NodeId>, election_timeout_
     Config {
         election_timeout_ms,
         heartbeat_interval_ms: (election_timeout_ms / 5).max(10),
+        // Entries are record batches of up to a few MiB: a catching-up follower gets
+        // at most 16 per append and 256 unsynced in flight, so its stream (and the
+        // leader's reads for it) stay bounded.
+        append_entries_max: 16,
+        inflight_entries_max: 256,
         ..Config::new(node_id, voters)
     }
 }

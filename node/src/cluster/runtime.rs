@@ -237,6 +237,12 @@ impl Runtime {
     /// A replica's role changed: update the table, tell the other shards and nodes.
     pub fn leader_changed(&self, replica: &Replica) {
         let view = replica.view();
+        // A pre-candidate only asks whether it could win; the leader may well be alive
+        // (a late heartbeat under load). Clients are told "no leader" only once a
+        // quorum agreed to an election (a real candidacy, in a new term).
+        if view.role == crate::replication::RoleKind::PreCandidate {
+            return;
+        }
         let leader = view.leader;
         let isr = if leader == Some(self.node_id) {
             replica.in_sync()
