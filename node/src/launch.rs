@@ -51,6 +51,13 @@ pub fn start(mut config: NodeConfig) -> Result<Node, String> {
     let lock = lock_data_dir(dir)?;
     // The shards bind with SO_REUSEPORT, which would let a second node share the
     // port and split the clients between them.
+    // A node killed a moment ago may still hold its listener: io_uring tears its ring
+    // (and the accept it had queued) down after the process is gone. We hold the
+    // data-dir lock, so no other node of this directory runs: wait a little.
+    let free_wait = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while port_has_listener(config.kafka_addr.port()) && std::time::Instant::now() < free_wait {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     if port_has_listener(config.kafka_addr.port()) {
         return Err(format!(
             "cannot listen for Kafka clients on {}: something already listens on port {} \
@@ -73,7 +80,7 @@ pub fn start(mut config: NodeConfig) -> Result<Node, String> {
     let shared = Arc::new(NodeShared {
         config: config.clone(),
         shutdown: AtomicBool::new(false),
-        next_producer_id: AtomicI64::new(now_ms.saturating_mul(1000)),
+        next_producer_id: AtomicI64::new(producer_id_base(now_ms, config.node_id)),
         drained: std::sync::atomic::AtomicUsize::new(0),
     });
     let mesh = MeshBuilder::full(shards, 1024);
@@ -144,6 +151,18 @@ impl Node {
     }
 }
 
+/// Producer ids handed out are `base + k * PRODUCER_ID_STRIDE`, and `base` is a
+/// multiple of the stride plus the node id: ids of different nodes (ids below the
+/// stride) never meet, and a restarted node starts past what it handed out before
+/// (up to `2^20 / stride` ids per millisecond of uptime).
+pub const PRODUCER_ID_STRIDE: i64 = 1024;
+
+fn producer_id_base(now_ms: i64, node_id: u32) -> i64 {
+    now_ms
+        .saturating_mul(1 << 20)
+        .saturating_add(i64::from(node_id) % PRODUCER_ID_STRIDE)
+}
+
 /// Hold an exclusive lock on the data directory for the life of the process, so two
 /// nodes never share one.
 fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, String> {
@@ -186,4 +205,25 @@ fn port_has_listener(port: u16) -> bool {
             })
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn producer_ids_of_different_nodes_never_meet() {
+        let ids = |now_ms, node| {
+            let base = producer_id_base(now_ms, node);
+            (0..5000).map(move |k| base + k * PRODUCER_ID_STRIDE)
+        };
+        let a: std::collections::HashSet<i64> = ids(1_700_000_000_000, 1).collect();
+        // Another node started in the same millisecond, or a little later.
+        assert!(ids(1_700_000_000_000, 2).all(|id| !a.contains(&id)));
+        assert!(ids(1_700_000_000_003, 2).all(|id| !a.contains(&id)));
+        // The same node restarted a second later starts past what it handed out.
+        let restarted = producer_id_base(1_700_000_001_000, 1);
+        assert!(restarted > *a.iter().max().expect("ids"));
+        assert!(a.iter().all(|&id| id > 0));
+    }
 }

@@ -516,7 +516,10 @@ impl Shard {
         (errors::NONE, None)
     }
 
-    /// Move a partition's leadership to its preferred replica, if this node leads it.
+    /// Move a partition's leadership to its preferred replica: here if this node
+    /// leads it, else by asking the leader (clients send ElectLeaders to the
+    /// controller, which need not lead the partition). Answers once the preferred
+    /// replica leads, as seen from here.
     async fn elect_preferred(
         &self,
         topic: &str,
@@ -524,31 +527,54 @@ impl Shard {
         timeout_ms: u64,
     ) -> (i16, Option<String>) {
         use crate::kafka::elect_leaders::{ELECTION_NOT_NEEDED, PREFERRED_LEADER_NOT_AVAILABLE};
-        let replica = match self.replica(topic, partition).await {
-            Ok(r) => r,
+        let Some(runtime) = self.cluster() else {
             // A single node: its only replica always leads.
-            Err(_) if self.cluster().is_none() => return (ELECTION_NOT_NEEDED, None),
-            Err(code) => return (code, None),
+            return (ELECTION_NOT_NEEDED, None);
         };
-        let Some(&preferred) = replica.voters.first() else {
+        let Some(meta) = self
+            .topics()
+            .get(topic)
+            .cloned()
+            .filter(|m| partition >= 0 && partition < m.partitions)
+        else {
+            return (errors::UNKNOWN_TOPIC_OR_PARTITION, None);
+        };
+        let group = controller::group_id(meta.seq, partition);
+        let Some(&preferred) = meta
+            .replicas
+            .get(partition as usize)
+            .and_then(|r| r.first())
+        else {
             return (PREFERRED_LEADER_NOT_AVAILABLE, None);
         };
-        let view = replica.view();
-        if view.leader == Some(preferred) {
-            return (ELECTION_NOT_NEEDED, None);
-        }
-        if !replica.is_leader() {
-            return (
-                errors::NOT_LEADER_OR_FOLLOWER,
-                Some(format!("ask the leader ({:?})", view.leader)),
-            );
-        }
-        if let Err(e) = replica.transfer_leadership(preferred).await {
-            return (PREFERRED_LEADER_NOT_AVAILABLE, Some(e));
+        let leader = || runtime.leader_of(group).and_then(|l| l.leader);
+        match leader() {
+            Some(l) if l == preferred => return (ELECTION_NOT_NEEDED, None),
+            Some(l) if l == self.config().node_id => {
+                let Some(replica) = runtime.replica(group) else {
+                    return (errors::NOT_LEADER_OR_FOLLOWER, None);
+                };
+                if let Err(e) = replica.transfer_leadership(preferred).await {
+                    return (PREFERRED_LEADER_NOT_AVAILABLE, Some(e));
+                }
+            }
+            Some(l) => runtime.send_cluster(
+                l,
+                strand_net::replication::ClusterMessage::TransferLeader {
+                    group,
+                    target: preferred,
+                },
+            ),
+            None => {
+                return (
+                    errors::LEADER_NOT_AVAILABLE,
+                    Some("the partition is electing a leader; retry".into()),
+                )
+            }
         }
         let deadline = std::time::Instant::now() + Duration::from_millis(timeout_ms);
         while std::time::Instant::now() < deadline {
-            if replica.view().leader == Some(preferred) {
+            if leader() == Some(preferred) {
                 return (errors::NONE, None);
             }
             glommio::timer::sleep(Duration::from_millis(10)).await;
@@ -561,32 +587,30 @@ impl Shard {
         )
     }
 
-    /// At shutdown: hand every partition this shard leads to an in-sync follower,
-    /// so clients wait for no election (rolling restarts).
+    /// At shutdown: hand every partition this shard leads to the follower furthest
+    /// along, so clients wait for no election (rolling restarts). A transfer that
+    /// gives up (after an election timeout) is tried again until the deadline.
     async fn hand_off_leadership(&self) {
         let Some(runtime) = self.cluster() else {
             return;
         };
-        let leading: Vec<_> = runtime
-            .replicas()
-            .into_iter()
-            .filter(|r| r.is_leader())
-            .collect();
-        for r in &leading {
-            let isr = r.in_sync();
-            let Some(&target) = r
-                .voters
-                .iter()
-                .find(|v| **v != self.config().node_id && isr.contains(v))
-            else {
-                continue;
-            };
-            let _ = r.transfer_leadership(target).await;
-        }
         let deadline = std::time::Instant::now()
             + Duration::from_millis(2 * self.config().election_timeout_ms);
-        while std::time::Instant::now() < deadline && leading.iter().any(|r| r.is_leader()) {
-            glommio::timer::sleep(Duration::from_millis(10)).await;
+        while std::time::Instant::now() < deadline {
+            let leading: Vec<_> = runtime
+                .replicas()
+                .into_iter()
+                .filter(|r| r.is_leader() && r.voters.len() > 1)
+                .collect();
+            if leading.is_empty() {
+                return;
+            }
+            for r in leading.iter().filter(|r| !r.transferring()) {
+                if let Some(target) = r.best_follower() {
+                    let _ = r.transfer_leadership(target).await;
+                }
+            }
+            glommio::timer::sleep(Duration::from_millis(20)).await;
         }
     }
 

@@ -71,6 +71,9 @@ pub enum ClusterMessage {
     /// The groups the sender leads now, with their terms and in-sync replicas, so
     /// nodes that host no replica of a partition can still name its leader.
     Leaders { leaders: Vec<GroupLeader> },
+    /// "Hand leadership of `group` to `target`": a preferred-leader election asked of a
+    /// node that does not lead the partition, passed to the node that does.
+    TransferLeader { group: GroupId, target: NodeId },
 }
 
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]

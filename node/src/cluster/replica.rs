@@ -305,6 +305,22 @@ impl Replica {
         isr
     }
 
+    /// On the leader: the follower to hand leadership to — the one furthest along,
+    /// preferring followers heard from lately.
+    pub fn best_follower(&self) -> Option<NodeId> {
+        self.raft
+            .borrow()
+            .followers()
+            .iter()
+            .max_by_key(|f| (f.recently_active, f.match_index))
+            .map(|f| f.node)
+    }
+
+    /// Whether a leadership transfer is under way.
+    pub fn transferring(&self) -> bool {
+        self.raft.borrow().transfer_target().is_some()
+    }
+
     pub fn next_deadline_ms(&self) -> u64 {
         self.raft.borrow().next_deadline_ms()
     }

@@ -563,6 +563,16 @@ impl Runtime {
                         })
                         .detach();
                     }
+                    ClusterMessage::TransferLeader { group, target } => {
+                        if let Some(r) = self.replica(group).filter(|r| r.is_leader()) {
+                            glommio::spawn_local(async move {
+                                if let Err(e) = r.transfer_leadership(target).await {
+                                    tracing::info!(group, target, error = %e, "leadership transfer refused");
+                                }
+                            })
+                            .detach();
+                        }
+                    }
                     ClusterMessage::Leaders { leaders } => {
                         let news: Vec<LeaderUpdate> = leaders
                             .into_iter()

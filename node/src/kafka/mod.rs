@@ -147,10 +147,10 @@ fn init_producer_id(
         out.error_code = errors::UNSUPPORTED_VERSION;
         return out;
     }
-    let id = shard
-        .shared
-        .next_producer_id
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let id = shard.shared.next_producer_id.fetch_add(
+        crate::launch::PRODUCER_ID_STRIDE,
+        std::sync::atomic::Ordering::Relaxed,
+    );
     out.producer_id = ProducerId(id);
     out.producer_epoch = 0;
     out
