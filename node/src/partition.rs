@@ -101,6 +101,21 @@ impl Producers {
     }
 }
 
+/// The checks every produced blob passes before anything else: headers parse, no
+/// batch over `max_message_bytes`, exactly one batch (Produce v3+ carries one batch
+/// per partition, as Kafka enforces; the idempotence check relies on it). Headers
+/// only: the CRC is checked once, by the append. `Err` is the Kafka error code.
+pub fn check_produced(records: &[u8], max_message_bytes: u32) -> Result<Vec<BatchHeader>, i16> {
+    let headers = batch::parse_all(records).map_err(|_| errors::CORRUPT_MESSAGE)?;
+    if headers.iter().any(|h| h.size > max_message_bytes as usize) {
+        return Err(errors::MESSAGE_TOO_LARGE);
+    }
+    if headers.len() != 1 {
+        return Err(errors::INVALID_RECORD);
+    }
+    Ok(headers)
+}
+
 /// The answer to a produce for one partition.
 #[derive(Debug, Clone, Copy)]
 pub struct Produced {
@@ -255,19 +270,10 @@ impl Partition {
             base_offset,
             log_start_offset: log_start,
         };
-        // Headers only: Log::append checks the CRCs, once.
-        let headers = match batch::parse_all(&records) {
+        let headers = match check_produced(&records, max_message_bytes) {
             Ok(h) => h,
-            Err(_) => return reply(errors::CORRUPT_MESSAGE, -1),
+            Err(code) => return reply(code, -1),
         };
-        if headers.iter().any(|h| h.size > max_message_bytes as usize) {
-            return reply(errors::MESSAGE_TOO_LARGE, -1);
-        }
-        // Produce v3+ carries exactly one batch per partition (as Kafka enforces);
-        // the idempotence check below relies on it.
-        if headers.len() != 1 {
-            return reply(errors::INVALID_RECORD, -1);
-        }
         let Ok(_permit) = self.produce_lock.acquire_permit(1).await else {
             return reply(errors::KAFKA_STORAGE_ERROR, -1);
         };

@@ -119,6 +119,15 @@ impl Shard {
         owner_of(topic, partition, self.count)
     }
 
+    /// The metadata of `topic` if it has `partition`, else UNKNOWN_TOPIC_OR_PARTITION.
+    fn topic_of(&self, topic: &str, partition: i32) -> Result<topics::TopicMeta, i16> {
+        self.topics()
+            .get(topic)
+            .cloned()
+            .filter(|m| partition >= 0 && partition < m.partitions)
+            .ok_or(errors::UNKNOWN_TOPIC_OR_PARTITION)
+    }
+
     /// In a cluster: this shard's replication runtime.
     pub fn cluster(&self) -> Option<Rc<Runtime>> {
         self.cluster.borrow().clone()
@@ -128,12 +137,7 @@ impl Shard {
     /// one. `Err` is the Kafka error for the partition.
     pub async fn replica(&self, topic: &str, partition: i32) -> Result<Rc<Replica>, i16> {
         let runtime = self.cluster().ok_or(errors::UNKNOWN_SERVER_ERROR)?;
-        let meta = self
-            .topics()
-            .get(topic)
-            .cloned()
-            .filter(|m| partition >= 0 && partition < m.partitions)
-            .ok_or(errors::UNKNOWN_TOPIC_OR_PARTITION)?;
+        let meta = self.topic_of(topic, partition)?;
         let group = controller::group_id(meta.seq, partition);
         if let Some(r) = runtime.replica(group) {
             return Ok(r);
@@ -222,12 +226,7 @@ impl Shard {
         if let Some(p) = self.partitions.borrow().get(&key) {
             return Ok(p.clone());
         }
-        let meta = self
-            .topics()
-            .get(topic)
-            .cloned()
-            .filter(|m| partition >= 0 && partition < m.partitions)
-            .ok_or(errors::UNKNOWN_TOPIC_OR_PARTITION)?;
+        let meta = self.topic_of(topic, partition)?;
         if self.config().is_cluster()
             && !meta
                 .replicas
@@ -531,13 +530,9 @@ impl Shard {
             // A single node: its only replica always leads.
             return (ELECTION_NOT_NEEDED, None);
         };
-        let Some(meta) = self
-            .topics()
-            .get(topic)
-            .cloned()
-            .filter(|m| partition >= 0 && partition < m.partitions)
-        else {
-            return (errors::UNKNOWN_TOPIC_OR_PARTITION, None);
+        let meta = match self.topic_of(topic, partition) {
+            Ok(m) => m,
+            Err(code) => return (code, None),
         };
         let group = controller::group_id(meta.seq, partition);
         let Some(&preferred) = meta

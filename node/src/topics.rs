@@ -96,18 +96,9 @@ impl Topics {
 
     /// Write atomically and durably: temp file, fsync, rename, fsync the directory.
     pub fn save(&self, data_dir: &Path) -> Result<(), String> {
-        use std::io::Write;
         let path = data_dir.join(TOPICS_FILE);
-        let tmp = data_dir.join(format!("{TOPICS_FILE}.tmp"));
         let bytes = serde_json::to_vec_pretty(self).map_err(|e| e.to_string())?;
-        let write = || -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &path)?;
-            std::fs::File::open(data_dir)?.sync_all()
-        };
-        write().map_err(|e| format!("cannot write {}: {e}", path.display()))
+        write_durably(&path, &bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
     }
 
     pub fn get(&self, name: &str) -> Option<&TopicMeta> {
@@ -117,6 +108,25 @@ impl Topics {
     pub fn by_id(&self, id: &[u8; 16]) -> Option<(&String, &TopicMeta)> {
         self.topics.iter().find(|(_, t)| &t.id == id)
     }
+}
+
+/// Replace the file at `path` with `bytes` atomically and durably: a temporary file
+/// beside it, fsync, rename, fsync the directory. A crash leaves the old or the new
+/// file, never a mix.
+pub fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// A fresh random topic id.

@@ -80,6 +80,11 @@ impl Checkpoint {
         })
     }
 
+    /// Every group's checkpointed commit.
+    pub fn commits(&self) -> &BTreeMap<u64, Index> {
+        &self.commits
+    }
+
     /// The recovered commit index of `group` (0 if never checkpointed).
     pub fn commit_of(&self, group: u64) -> Index {
         self.commits.get(&group).copied().unwrap_or(0)

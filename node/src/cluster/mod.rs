@@ -84,16 +84,8 @@ pub fn check_identity(data_dir: &Path, cluster_id: &str, node_id: u32) -> Result
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let bytes = serde_json::to_vec_pretty(&ours).map_err(|e| e.to_string())?;
-            let tmp = path.with_extension("tmp");
-            let write = || -> std::io::Result<()> {
-                use std::io::Write;
-                let mut f = std::fs::File::create(&tmp)?;
-                f.write_all(&bytes)?;
-                f.sync_all()?;
-                std::fs::rename(&tmp, &path)?;
-                std::fs::File::open(data_dir)?.sync_all()
-            };
-            write().map_err(|e| format!("cannot write {}: {e}", path.display()))
+            crate::topics::write_durably(&path, &bytes)
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))
         }
         Err(e) => Err(format!("cannot read {}: {e}", path.display())),
     }

@@ -171,17 +171,8 @@ fn read_hard_state(path: &std::path::Path) -> Result<HardState, String> {
 }
 
 fn write_hard_state(path: &std::path::Path, hs: HardState) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
     let voted = hs.voted_for.map_or(-1, i64::from);
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(format!("{} {voted}\n", hs.term).as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    crate::topics::write_durably(path, format!("{} {voted}\n", hs.term).as_bytes())
 }
 
 impl Replica {
@@ -362,16 +353,11 @@ impl Replica {
             base_offset,
             log_start_offset: log_start,
         };
-        let headers = match batch::parse_all(&records) {
-            Ok(h) => h,
-            Err(_) => return reply(errors::CORRUPT_MESSAGE, -1),
-        };
-        if headers.iter().any(|h| h.size > max_message_bytes as usize) {
-            return reply(errors::MESSAGE_TOO_LARGE, -1);
+        if let Err(code) = crate::partition::check_produced(&records, max_message_bytes) {
+            return reply(code, -1);
         }
-        if headers.len() != 1 {
-            return reply(errors::INVALID_RECORD, -1);
-        }
+        // The CRC now, not at the append: a corrupt batch must not enter the group's
+        // log (the followers would refuse it and stall).
         if batch::validate(&records).is_err() {
             return reply(errors::CORRUPT_MESSAGE, -1);
         }
@@ -552,7 +538,7 @@ impl Replica {
                                 Bytes::from(records::leader_change_batch(
                                     runtime.node_id,
                                     &self.voters,
-                                    now_unix_ms(),
+                                    super::runtime::now_unix_ms(),
                                 ))
                             }
                         };
@@ -786,12 +772,6 @@ fn propose_error(e: ProposeError) -> i16 {
         // Kafka's answer when the replicas cannot keep up: retriable.
         ProposeError::Backlogged { .. } => errors::NOT_ENOUGH_REPLICAS,
     }
-}
-
-fn now_unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 pub(crate) fn config_for(node_id: NodeId, voters: Vec<NodeId>, election_timeout_ms: u64) -> Config {

@@ -106,7 +106,7 @@ impl Runtime {
                     shard.id
                 )
             })?;
-        let recovered_commits = crate::cluster::checkpoint::load(&config.data_dir, shard.id).1;
+        let recovered_commits = checkpoint.commits().clone();
         let runtime = Rc::new(Runtime {
             node_id: config.node_id,
             shard_id: shard.id,
