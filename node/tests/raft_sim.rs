@@ -6,7 +6,8 @@
 //! `STRAND_SIM_SEEDS=N` runs `N` seeds, `STRAND_SIM_SEED_START=S` starts at `S`,
 //! and `STRAND_SIM_SEED=S` replays one seed with a trace of its last events
 //! (`STRAND_SIM_TRACE=LINES`, 400 by default). A failing seed prints itself and the
-//! command that replays it.
+//! command that replays it: `cargo run -p strand-node --example raft_sim -- --seed S`
+//! (`--seeds N [--start S]` sweeps).
 //!
 //! Section numbers cite the Raft paper and Ongaro's thesis.
 
@@ -34,7 +35,10 @@ fn env_u64(name: &str) -> Option<u64> {
 }
 
 fn replay_command(seed: u64) -> String {
-    format!("STRAND_SIM_SEED={seed} cargo test -p strand-node --test raft_sim random_seeds -- --nocapture")
+    format!(
+        "cargo run -p strand-node --example raft_sim -- --seed {seed}   (or STRAND_SIM_SEED={seed} \
+         cargo test -p strand-node --test raft_sim random_seeds -- --nocapture)"
+    )
 }
 
 /// Run seed `seed`; on a violation or a panic, print the seed, the tail of its
