@@ -235,7 +235,17 @@ impl Replica {
         let hard_state = read_hard_state(&hard_state_path)?;
         let runtime_config = runtime.raft_config(voters.clone());
         let commit_index = commit_index.min(terms.last_index());
-        let now = runtime.now_ms();
+        // A new group: the preferred replica (the first) gets one election timeout's
+        // head start, so leaders start out spread as the assignment spread them. The
+        // others start their clocks later; if the preferred one is down they still
+        // elect, one timeout later. (Raft only reads `now` to set deadlines.)
+        let fresh = hard_state.term == 0 && terms.last_index() == 0;
+        let head_start = if fresh && voters.first() != Some(&runtime.node_id) {
+            runtime_config.election_timeout_ms
+        } else {
+            0
+        };
+        let now = runtime.now_ms() + head_start;
         let raft = Raft::new(
             runtime_config,
             Recovered {
