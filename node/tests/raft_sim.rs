@@ -424,6 +424,36 @@ fn restarted_replica_keeps_its_high_watermark() {
     assert_safe(&mut sim);
 }
 
+/// Not in Raft's model, but it happens: a follower's disk is replaced (its log and
+/// hard state are gone). The leader counted it durable far ahead; it must start the
+/// follower over from where its log now ends, not wait forever for entries it will
+/// never report. Nothing committed is lost (the other two hold it).
+#[test]
+fn a_follower_that_lost_its_disk_catches_up_from_scratch() {
+    let mut sim = Sim::new(9, 3, None);
+    let leader = elect(&mut sim);
+    for _ in 0..10 {
+        assert!(sim.propose(leader).is_ok());
+    }
+    assert!(sim.run_until(1000, |s| s.converged() && s.acked(9)));
+    let follower = (leader + 1) % 3;
+    let commit = sim.raft(leader).commit_index();
+    sim.crash(follower);
+    sim.nodes[follower].disk = sim::Disk::default();
+    sim.restart(follower);
+    assert_eq!(sim.raft(follower).log().last_index(), 0);
+    for _ in 0..5 {
+        assert!(sim.propose(leader).is_ok());
+    }
+    assert!(
+        sim.run_until(3000, |s| s.converged()
+            && s.raft(follower).commit_index() >= commit + 5),
+        "the replaced follower never caught up: its log ends at {}",
+        sim.raft(follower).log().last_index()
+    );
+    assert_safe(&mut sim);
+}
+
 // --- single replicas, message by message ---
 
 /// A replica of the group `[1, 2, 3]` whose disk holds entries of `terms` from

@@ -79,6 +79,21 @@ impl Progress {
             SendState::Probe { .. } => prev_index + 1 == self.next_index,
             SendState::Snapshot { .. } => false,
         };
+        // The follower's log ends below what it acknowledged as durable: it lost its
+        // disk (a replaced node, which Raft's model does not have). Start over from
+        // where its log ends, or it would be left out forever. A rejection from
+        // before it caught up, arriving late, looks the same; resending what it
+        // holds then costs bandwidth only (commit indexes never go back).
+        if hint.term.is_none()
+            && hint.index >= 1
+            && hint.index <= self.match_index
+            && hint.index <= prev_index
+        {
+            self.match_index = hint.index.saturating_sub(1);
+            self.next_index = hint.index;
+            self.state = SendState::Probe { in_flight: false };
+            return Update::Applied;
+        }
         if !current || prev_index <= self.match_index {
             return Update::Stale;
         }
