@@ -218,28 +218,43 @@ mod sealed {
     impl Sealed for super::ClusterFrame {}
 }
 
-impl FrameBody for ClusterFrame {
-    const KIND: FrameKind = FrameKind::Cluster;
-    fn serialize_into(
-        &self,
-        out: AlignedVec<FRAME_ALIGNMENT_BYTES>,
-    ) -> Result<AlignedVec<FRAME_ALIGNMENT_BYTES>, BoxedError> {
-        rkyv::api::high::to_bytes_in::<_, BoxedError>(self, out)
-    }
-    fn check(&self) -> Result<(), EncodeError> {
+/// The body types and their kinds; each serializes the same way.
+macro_rules! frame_body {
+    ($($ty:ty => $kind:expr),* $(,)?) => {$(
+        impl FrameBody for $ty {
+            const KIND: FrameKind = $kind;
+            fn serialize_into(
+                &self,
+                out: AlignedVec<FRAME_ALIGNMENT_BYTES>,
+            ) -> Result<AlignedVec<FRAME_ALIGNMENT_BYTES>, BoxedError> {
+                rkyv::api::high::to_bytes_in::<_, BoxedError>(self, out)
+            }
+            fn check(&self) -> Result<(), EncodeError> {
+                CheckBody::check_body(self)
+            }
+        }
+    )*};
+}
+
+frame_body! {
+    ReplicationFrame => FrameKind::Replication,
+    HeartbeatBatch => FrameKind::HeartbeatBatch,
+    ClusterFrame => FrameKind::Cluster,
+}
+
+/// What `encode` refuses before serializing: nothing, except an append whose
+/// payloads are neither absent nor one per entry.
+trait CheckBody {
+    fn check_body(&self) -> Result<(), EncodeError> {
         Ok(())
     }
 }
 
-impl FrameBody for ReplicationFrame {
-    const KIND: FrameKind = FrameKind::Replication;
-    fn serialize_into(
-        &self,
-        out: AlignedVec<FRAME_ALIGNMENT_BYTES>,
-    ) -> Result<AlignedVec<FRAME_ALIGNMENT_BYTES>, BoxedError> {
-        rkyv::api::high::to_bytes_in::<_, BoxedError>(self, out)
-    }
-    fn check(&self) -> Result<(), EncodeError> {
+impl CheckBody for HeartbeatBatch {}
+impl CheckBody for ClusterFrame {}
+
+impl CheckBody for ReplicationFrame {
+    fn check_body(&self) -> Result<(), EncodeError> {
         if let super::Message::Append(append) = &self.message {
             let (entries, payloads) = (append.entries.len(), append.payloads.len());
             if payloads != 0 && payloads != entries {
@@ -250,19 +265,6 @@ impl FrameBody for ReplicationFrame {
                 });
             }
         }
-        Ok(())
-    }
-}
-
-impl FrameBody for HeartbeatBatch {
-    const KIND: FrameKind = FrameKind::HeartbeatBatch;
-    fn serialize_into(
-        &self,
-        out: AlignedVec<FRAME_ALIGNMENT_BYTES>,
-    ) -> Result<AlignedVec<FRAME_ALIGNMENT_BYTES>, BoxedError> {
-        rkyv::api::high::to_bytes_in::<_, BoxedError>(self, out)
-    }
-    fn check(&self) -> Result<(), EncodeError> {
         Ok(())
     }
 }
