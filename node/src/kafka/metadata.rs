@@ -90,6 +90,13 @@ pub async fn handle(shard: &Rc<Shard>, r: MetadataRequest, version: i16) -> Meta
         let mut t = MetadataResponseTopic::default();
         t.name = Some(topic_name(&name));
         match view.get(&name) {
+            // A cluster member that knows no controller leader (still starting, cut
+            // off, or refused by its peers) cannot tell a missing topic from one it
+            // has not heard of yet: a retriable answer keeps clients from failing
+            // their messages on its word (librdkafka fails them on UNKNOWN_TOPIC).
+            None if runtime.as_ref().is_some_and(|rt| rt.controller().is_none()) => {
+                t.error_code = errors::LEADER_NOT_AVAILABLE
+            }
             None => t.error_code = errors::UNKNOWN_TOPIC_OR_PARTITION,
             Some(meta) => {
                 if version >= 10 {
