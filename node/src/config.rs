@@ -30,6 +30,11 @@
 //! tls_dir = "/etc/strand/tls"   # ca.pem, node.pem, node.key from `strand cert`
 //! default_replication_factor = 3
 //! election_timeout_ms = 500
+//! # Consumer groups (Kafka's offsets.topic.num.partitions and group.* settings).
+//! offsets_topic_partitions = 16
+//! group_initial_rebalance_delay_ms = 3000
+//! group_min_session_timeout_ms = 6000
+//! group_max_session_timeout_ms = 1800000
 //!
 //! [log]
 //! segment_bytes_max = 134217728
@@ -70,6 +75,18 @@ const REPLICATION_ADDR_DEFAULT: &str = "127.0.0.1:9093";
 const ELECTION_TIMEOUT_MS_DEFAULT: u64 = 500;
 const ELECTION_TIMEOUT_MS_MIN: u64 = 50;
 const ELECTION_TIMEOUT_MS_MAX: u64 = 60_000;
+/// Partitions of `__consumer_offsets` (Kafka's offsets.topic.num.partitions).
+const OFFSETS_TOPIC_PARTITIONS_DEFAULT: u32 = 16;
+const OFFSETS_TOPIC_PARTITIONS_MAX: u32 = 1_000;
+/// Kafka's `group.initial.rebalance.delay.ms` default.
+const GROUP_INITIAL_REBALANCE_DELAY_MS_DEFAULT: u64 = 3_000;
+const GROUP_INITIAL_REBALANCE_DELAY_MS_MAX: u64 = 300_000;
+/// Kafka's `group.min.session.timeout.ms` default.
+const GROUP_MIN_SESSION_TIMEOUT_MS_DEFAULT: u64 = 6_000;
+/// Kafka's `group.max.session.timeout.ms` default.
+const GROUP_MAX_SESSION_TIMEOUT_MS_DEFAULT: u64 = 1_800_000;
+/// Upper bound of both session timeout settings: an hour.
+const GROUP_SESSION_TIMEOUT_MS_MAX: u64 = 3_600_000;
 const PEERS_FIX: &str = "expected a comma-separated list ID@HOST:PORT of every member's \
     replication address, this node included, e.g. 1@10.0.0.1:9093,2@10.0.0.2:9093,3@10.0.0.3:9093";
 
@@ -100,6 +117,11 @@ const IO_MEMORY_BYTES_MAX: usize = GIB;
 const _: () = assert!(MAX_MESSAGE_BYTES_DEFAULT <= BATCH_BYTES_MAX);
 const _: () = assert!(MAX_MESSAGE_BYTES_DEFAULT <= REQUEST_BYTES_MAX_DEFAULT);
 const _: () = assert!(BATCH_BYTES_MAX <= REQUEST_BYTES_MAX_MAX);
+const _: () = assert!(OFFSETS_TOPIC_PARTITIONS_DEFAULT <= OFFSETS_TOPIC_PARTITIONS_MAX);
+const _: () =
+    assert!(GROUP_INITIAL_REBALANCE_DELAY_MS_DEFAULT <= GROUP_INITIAL_REBALANCE_DELAY_MS_MAX);
+const _: () = assert!(GROUP_MIN_SESSION_TIMEOUT_MS_DEFAULT <= GROUP_MAX_SESSION_TIMEOUT_MS_DEFAULT);
+const _: () = assert!(GROUP_MAX_SESSION_TIMEOUT_MS_DEFAULT <= GROUP_SESSION_TIMEOUT_MS_MAX);
 // The smallest profile sizing (one buffer in flight, one queued, one filling) always
 // fits the smallest io_memory_bytes, so fitting a profile into it always succeeds.
 const _: () = assert!(3 * PROFILE_WRITE_BUFFER_BYTES_MIN <= IO_MEMORY_BYTES_MIN);
@@ -356,6 +378,30 @@ pub struct Args {
     /// election [default: 500]
     #[arg(long, env = "STRAND_ELECTION_TIMEOUT_MS", value_name = "MS")]
     pub election_timeout_ms: Option<u64>,
+
+    /// Partitions of the internal __consumer_offsets topic when it is created (Kafka's
+    /// offsets.topic.num.partitions) [default: 16]
+    #[arg(long, env = "STRAND_OFFSETS_TOPIC_PARTITIONS", value_name = "N")]
+    pub offsets_topic_partitions: Option<u32>,
+
+    /// How long the first rebalance of an empty consumer group waits for more members
+    /// to join (Kafka's group.initial.rebalance.delay.ms) [default: 3000]
+    #[arg(
+        long,
+        env = "STRAND_GROUP_INITIAL_REBALANCE_DELAY_MS",
+        value_name = "MS"
+    )]
+    pub group_initial_rebalance_delay_ms: Option<u64>,
+
+    /// Shortest session timeout a consumer group member may ask for (Kafka's
+    /// group.min.session.timeout.ms) [default: 6000]
+    #[arg(long, env = "STRAND_GROUP_MIN_SESSION_TIMEOUT_MS", value_name = "MS")]
+    pub group_min_session_timeout_ms: Option<u64>,
+
+    /// Longest session timeout a consumer group member may ask for (Kafka's
+    /// group.max.session.timeout.ms) [default: 1800000]
+    #[arg(long, env = "STRAND_GROUP_MAX_SESSION_TIMEOUT_MS", value_name = "MS")]
+    pub group_max_session_timeout_ms: Option<u64>,
 }
 
 /// The config file. Every key is optional; unknown keys are refused.
@@ -381,6 +427,10 @@ struct FileConfig {
     tls_dir: Option<PathBuf>,
     default_replication_factor: Option<u32>,
     election_timeout_ms: Option<u64>,
+    offsets_topic_partitions: Option<u32>,
+    group_initial_rebalance_delay_ms: Option<u64>,
+    group_min_session_timeout_ms: Option<u64>,
+    group_max_session_timeout_ms: Option<u64>,
     #[serde(default)]
     log: FileLogConfig,
 }
@@ -506,6 +556,20 @@ pub struct NodeConfig {
     pub tls_dir: Option<PathBuf>,
     pub default_replication_factor: u32,
     pub election_timeout_ms: u64,
+    /// The consumer group coordinator's settings.
+    pub groups: GroupConfig,
+}
+
+/// Consumer group coordinator settings (Kafka's group.* and offsets.topic.* broker settings).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupConfig {
+    /// Partitions of the internal `__consumer_offsets` topic when it is created (Kafka: offsets.topic.num.partitions).
+    pub offsets_partitions: u32,
+    /// How long the first rebalance of an empty group waits for more members (Kafka: group.initial.rebalance.delay.ms).
+    pub initial_rebalance_delay_ms: u64,
+    /// Session timeouts a member may ask for (Kafka: group.min.session.timeout.ms / group.max.session.timeout.ms).
+    pub min_session_timeout_ms: u64,
+    pub max_session_timeout_ms: u64,
 }
 
 /// A cluster member as configured: its id and replication address (a host name is
@@ -589,6 +653,12 @@ impl Default for NodeConfig {
             tls_dir: None,
             default_replication_factor: 1,
             election_timeout_ms: ELECTION_TIMEOUT_MS_DEFAULT,
+            groups: GroupConfig {
+                offsets_partitions: OFFSETS_TOPIC_PARTITIONS_DEFAULT,
+                initial_rebalance_delay_ms: GROUP_INITIAL_REBALANCE_DELAY_MS_DEFAULT,
+                min_session_timeout_ms: GROUP_MIN_SESSION_TIMEOUT_MS_DEFAULT,
+                max_session_timeout_ms: GROUP_MAX_SESSION_TIMEOUT_MS_DEFAULT,
+            },
         }
     }
 }
@@ -665,6 +735,24 @@ impl NodeConfig {
             default_replication_factor,
             election_timeout_ms: (args.election_timeout_ms.or(file.election_timeout_ms))
                 .unwrap_or(ELECTION_TIMEOUT_MS_DEFAULT),
+            groups: GroupConfig {
+                offsets_partitions: (args
+                    .offsets_topic_partitions
+                    .or(file.offsets_topic_partitions))
+                .unwrap_or(OFFSETS_TOPIC_PARTITIONS_DEFAULT),
+                initial_rebalance_delay_ms: (args
+                    .group_initial_rebalance_delay_ms
+                    .or(file.group_initial_rebalance_delay_ms))
+                .unwrap_or(GROUP_INITIAL_REBALANCE_DELAY_MS_DEFAULT),
+                min_session_timeout_ms: (args
+                    .group_min_session_timeout_ms
+                    .or(file.group_min_session_timeout_ms))
+                .unwrap_or(GROUP_MIN_SESSION_TIMEOUT_MS_DEFAULT),
+                max_session_timeout_ms: (args
+                    .group_max_session_timeout_ms
+                    .or(file.group_max_session_timeout_ms))
+                .unwrap_or(GROUP_MAX_SESSION_TIMEOUT_MS_DEFAULT),
+            },
             node_id: args.node_id.or(file.node_id).unwrap_or(NODE_ID_DEFAULT),
             cluster_id: (args.cluster_id.or(file.cluster_id))
                 .unwrap_or_else(|| CLUSTER_ID_DEFAULT.to_string()),
@@ -770,6 +858,42 @@ impl NodeConfig {
             ELECTION_TIMEOUT_MS_MIN,
             ELECTION_TIMEOUT_MS_MAX,
         )?;
+        let groups = &self.groups;
+        check_range(
+            "offsets_topic_partitions",
+            groups.offsets_partitions,
+            1,
+            OFFSETS_TOPIC_PARTITIONS_MAX,
+        )?;
+        check_range(
+            "group_initial_rebalance_delay_ms",
+            groups.initial_rebalance_delay_ms,
+            0,
+            GROUP_INITIAL_REBALANCE_DELAY_MS_MAX,
+        )?;
+        check_range(
+            "group_min_session_timeout_ms",
+            groups.min_session_timeout_ms,
+            1,
+            GROUP_SESSION_TIMEOUT_MS_MAX,
+        )?;
+        check_range(
+            "group_max_session_timeout_ms",
+            groups.max_session_timeout_ms,
+            1,
+            GROUP_SESSION_TIMEOUT_MS_MAX,
+        )?;
+        if groups.max_session_timeout_ms < groups.min_session_timeout_ms {
+            return Err(ConfigError::invalid(
+                "group_max_session_timeout_ms",
+                groups.max_session_timeout_ms,
+                format!(
+                    "it is below group_min_session_timeout_ms ({}): use at least \
+                     group_min_session_timeout_ms, or lower group_min_session_timeout_ms",
+                    groups.min_session_timeout_ms
+                ),
+            ));
+        }
         if !self.peers.is_empty() {
             if !self.peers.iter().any(|p| p.id == self.node_id) {
                 return Err(ConfigError::invalid(
@@ -873,6 +997,22 @@ impl NodeConfig {
                 self.default_replication_factor.to_string(),
             ),
             ("election_timeout_ms", self.election_timeout_ms.to_string()),
+            (
+                "offsets_topic_partitions",
+                self.groups.offsets_partitions.to_string(),
+            ),
+            (
+                "group_initial_rebalance_delay_ms",
+                self.groups.initial_rebalance_delay_ms.to_string(),
+            ),
+            (
+                "group_min_session_timeout_ms",
+                self.groups.min_session_timeout_ms.to_string(),
+            ),
+            (
+                "group_max_session_timeout_ms",
+                self.groups.max_session_timeout_ms.to_string(),
+            ),
             ("log.segment_bytes_max", bytes(log.segment_bytes_max)),
             ("log.segment_age_ms_max", millis(log.segment_age_ms_max)),
             ("log.preallocate_bytes", bytes(log.preallocate_bytes)),
@@ -1272,6 +1412,15 @@ mod tests {
         assert_eq!(c.connections_max, 10_000);
         assert_eq!(c.io_memory_bytes, 16 * 1024 * 1024);
         assert!(!c.allow_tmpfs);
+        assert_eq!(
+            c.groups,
+            GroupConfig {
+                offsets_partitions: 16,
+                initial_rebalance_delay_ms: 3_000,
+                min_session_timeout_ms: 6_000,
+                max_session_timeout_ms: 1_800_000,
+            }
+        );
         let d = LogConfig::default();
         assert_eq!(c.log.segment_bytes_max, d.segment_bytes_max);
         assert_eq!(c.log.retention_ms, d.retention_ms);
@@ -1283,6 +1432,7 @@ mod tests {
         let resolved = NodeConfig::from_args(Args::default()).expect("defaults are valid");
         let d = NodeConfig::default();
         assert_eq!(resolved.describe(), d.describe());
+        assert_eq!(resolved.groups, d.groups);
     }
 
     #[test]
@@ -1324,6 +1474,14 @@ mod tests {
             "33554432",
             "--allow-tmpfs",
             "true",
+            "--offsets-topic-partitions",
+            "50",
+            "--group-initial-rebalance-delay-ms",
+            "0",
+            "--group-min-session-timeout-ms",
+            "1000",
+            "--group-max-session-timeout-ms",
+            "60000",
         ])
         .expect("valid");
         assert_eq!(c.data_dir, PathBuf::from("/var/lib/strand"));
@@ -1345,6 +1503,10 @@ mod tests {
         assert_eq!(c.connections_max, 50);
         assert_eq!(c.io_memory_bytes, 32 * MIB);
         assert!(c.allow_tmpfs);
+        assert_eq!(c.groups.offsets_partitions, 50);
+        assert_eq!(c.groups.initial_rebalance_delay_ms, 0);
+        assert_eq!(c.groups.min_session_timeout_ms, 1_000);
+        assert_eq!(c.groups.max_session_timeout_ms, 60_000);
     }
 
     #[test]
@@ -1365,6 +1527,22 @@ mod tests {
             ("auto_create_topics", "STRAND_AUTO_CREATE_TOPICS"),
             ("cluster_id", "STRAND_CLUSTER_ID"),
             ("disk_profile", "STRAND_DISK_PROFILE"),
+            (
+                "offsets_topic_partitions",
+                "STRAND_OFFSETS_TOPIC_PARTITIONS",
+            ),
+            (
+                "group_initial_rebalance_delay_ms",
+                "STRAND_GROUP_INITIAL_REBALANCE_DELAY_MS",
+            ),
+            (
+                "group_min_session_timeout_ms",
+                "STRAND_GROUP_MIN_SESSION_TIMEOUT_MS",
+            ),
+            (
+                "group_max_session_timeout_ms",
+                "STRAND_GROUP_MAX_SESSION_TIMEOUT_MS",
+            ),
         ];
         let cmd = Args::command();
         for (id, var) in want {
@@ -1411,6 +1589,11 @@ mod tests {
             "--cores",
             "--node-id",
             "STRAND_AUTO_CREATE_TOPICS",
+            "--offsets-topic-partitions",
+            "--group-initial-rebalance-delay-ms",
+            "--group-min-session-timeout-ms",
+            "--group-max-session-timeout-ms",
+            "STRAND_GROUP_MAX_SESSION_TIMEOUT_MS",
         ] {
             assert!(help.contains(flag), "help lacks {flag}:\n{help}");
         }
@@ -1428,12 +1611,18 @@ mod tests {
             cores = 2
             auto_create_topics = true
             cluster_id = "file-cluster"
+            offsets_topic_partitions = 8
+            group_initial_rebalance_delay_ms = 100
+            group_min_session_timeout_ms = 2000
+            group_max_session_timeout_ms = 20000
             "#,
         );
         let args = Args {
             kafka_addr: Some("127.0.0.1:2222".into()),
             node_id: Some(4),
             auto_create_topics: Some(false),
+            offsets_topic_partitions: Some(32),
+            group_max_session_timeout_ms: Some(40_000),
             ..Args::default()
         };
         let c = resolve(args, f).expect("valid");
@@ -1445,6 +1634,10 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("/from/file"));
         assert_eq!(c.cores, Cores::Count(2));
         assert_eq!(c.cluster_id, "file-cluster");
+        assert_eq!(c.groups.offsets_partitions, 32);
+        assert_eq!(c.groups.max_session_timeout_ms, 40_000);
+        assert_eq!(c.groups.initial_rebalance_delay_ms, 100);
+        assert_eq!(c.groups.min_session_timeout_ms, 2_000);
     }
 
     #[test]
@@ -1466,6 +1659,10 @@ mod tests {
                 connections_max = 5
                 io_memory_bytes = 2097152
                 allow_tmpfs = true
+                offsets_topic_partitions = 4
+                group_initial_rebalance_delay_ms = 250
+                group_min_session_timeout_ms = 3000
+                group_max_session_timeout_ms = 300000
                 "#,
             ),
         )
@@ -1486,6 +1683,15 @@ mod tests {
         assert_eq!(c.connections_max, 5);
         assert_eq!(c.io_memory_bytes, 2 * MIB);
         assert!(c.allow_tmpfs);
+        assert_eq!(
+            c.groups,
+            GroupConfig {
+                offsets_partitions: 4,
+                initial_rebalance_delay_ms: 250,
+                min_session_timeout_ms: 3_000,
+                max_session_timeout_ms: 300_000,
+            }
+        );
     }
 
     #[test]
@@ -1715,7 +1921,7 @@ mod tests {
 
     #[test]
     fn out_of_range_values_name_the_field() {
-        let cases: [(&[&str], &str); 8] = [
+        let cases: [(&[&str], &str); 17] = [
             (&["--node-id", "2147483648"], "node_id"),
             (&["--cluster-id", ""], "cluster_id"),
             (&["--cluster-id", "has space"], "cluster_id"),
@@ -1732,10 +1938,125 @@ mod tests {
             ),
             (&["--connections-max", "0"], "connections_max"),
             (&["--io-memory-bytes", "4096"], "io_memory_bytes"),
+            (
+                &["--offsets-topic-partitions", "0"],
+                "offsets_topic_partitions",
+            ),
+            (
+                &["--offsets-topic-partitions", "1001"],
+                "offsets_topic_partitions",
+            ),
+            (
+                &["--group-initial-rebalance-delay-ms", "300001"],
+                "group_initial_rebalance_delay_ms",
+            ),
+            (
+                &["--group-min-session-timeout-ms", "0"],
+                "group_min_session_timeout_ms",
+            ),
+            (
+                &["--group-min-session-timeout-ms", "3600001"],
+                "group_min_session_timeout_ms",
+            ),
+            (
+                &["--group-max-session-timeout-ms", "0"],
+                "group_max_session_timeout_ms",
+            ),
+            (
+                &["--group-max-session-timeout-ms", "3600001"],
+                "group_max_session_timeout_ms",
+            ),
+            // Below the default minimum (6000).
+            (
+                &["--group-max-session-timeout-ms", "5000"],
+                "group_max_session_timeout_ms",
+            ),
+            (
+                &[
+                    "--group-min-session-timeout-ms",
+                    "60000",
+                    "--group-max-session-timeout-ms",
+                    "30000",
+                ],
+                "group_max_session_timeout_ms",
+            ),
         ];
         for (argv, field) in cases {
             assert_invalid(resolve_flags(argv), field);
         }
+    }
+
+    #[test]
+    fn group_settings_accept_their_bounds() {
+        let c = resolve_flags(&[
+            "--offsets-topic-partitions",
+            "1",
+            "--group-initial-rebalance-delay-ms",
+            "0",
+            "--group-min-session-timeout-ms",
+            "1",
+            "--group-max-session-timeout-ms",
+            "1",
+        ])
+        .expect("lower bounds are valid");
+        assert_eq!(c.groups.offsets_partitions, 1);
+        assert_eq!(c.groups.initial_rebalance_delay_ms, 0);
+        assert_eq!(c.groups.min_session_timeout_ms, 1);
+        assert_eq!(c.groups.max_session_timeout_ms, 1);
+        let c = resolve_flags(&[
+            "--offsets-topic-partitions",
+            "1000",
+            "--group-initial-rebalance-delay-ms",
+            "300000",
+            "--group-min-session-timeout-ms",
+            "3600000",
+            "--group-max-session-timeout-ms",
+            "3600000",
+        ])
+        .expect("upper bounds are valid");
+        assert_eq!(c.groups.offsets_partitions, 1000);
+        assert_eq!(c.groups.initial_rebalance_delay_ms, 300_000);
+        assert_eq!(c.groups.min_session_timeout_ms, 3_600_000);
+        assert_eq!(c.groups.max_session_timeout_ms, 3_600_000);
+    }
+
+    #[test]
+    fn group_errors_name_the_field_and_the_fix() {
+        let msg = error_of(resolve_flags(&["--offsets-topic-partitions", "0"]));
+        assert_eq!(
+            msg,
+            "invalid config: offsets_topic_partitions = \"0\": use a value between 1 and 1000"
+        );
+        let msg = error_of(resolve(
+            Args::default(),
+            file("group_initial_rebalance_delay_ms = 400000\n"),
+        ));
+        assert_eq!(
+            msg,
+            "invalid config: group_initial_rebalance_delay_ms = \"400000\": use a value \
+             between 0 and 300000"
+        );
+        // The maximum below the minimum names both fields and how to fix either.
+        let result = resolve(
+            Args::default(),
+            file("group_min_session_timeout_ms = 10000\ngroup_max_session_timeout_ms = 9000\n"),
+        );
+        let msg = error_of(result);
+        assert!(
+            msg.starts_with("invalid config: group_max_session_timeout_ms = \"9000\": "),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("group_min_session_timeout_ms (10000)"),
+            "{msg}"
+        );
+        assert!(msg.contains("use at least"), "{msg}");
+        let err = FileConfig::parse(Path::new("n.toml"), "group_max_session_timeout_ms = -1\n")
+            .expect_err("negative");
+        assert!(
+            err.to_string().contains("group_max_session_timeout_ms"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -1828,7 +2149,7 @@ mod tests {
         };
         let c = resolve_flags(&["--cores", "0-1,4"]).expect("valid");
         let got = rows(&c);
-        assert_eq!(got.len(), 28, "one line per setting: {got:?}");
+        assert_eq!(got.len(), 32, "one line per setting: {got:?}");
         for (key, value) in [
             ("kafka_addr", "127.0.0.1:9092"),
             ("advertised_kafka_addr", "127.0.0.1:9092"),
@@ -1841,6 +2162,10 @@ mod tests {
             ("disk_profile", "none"),
             ("log.write_buffer_bytes", "1 MiB (default)"),
             ("log.writes_in_flight_max", "4 (default)"),
+            ("offsets_topic_partitions", "16"),
+            ("group_initial_rebalance_delay_ms", "3000"),
+            ("group_min_session_timeout_ms", "6000"),
+            ("group_max_session_timeout_ms", "1800000"),
         ] {
             assert!(
                 got.contains(&(key.to_string(), value.to_string())),

@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod config;
+pub mod group;
 pub mod kafka;
 pub mod launch;
 pub mod partition;

@@ -53,6 +53,13 @@ pub enum Op {
     },
     /// Topic metadata changes: run on shard 0 only.
     Admin(AdminOp),
+    /// A group coordinator request for an offsets partition of the receiving shard.
+    Group {
+        partition: i32,
+        call: crate::group::service::GroupCall,
+    },
+    /// The groups of every offsets partition the receiving shard coordinates.
+    ListGroups,
     /// Hand a partition's leadership to its preferred replica (answered with
     /// `OpResult::Admin`).
     ElectPreferred {
@@ -115,6 +122,7 @@ pub enum OpResult {
     Statuses(Vec<PartitionStatus>),
     /// Kafka error code and message (0 and None on success).
     Admin(i16, Option<String>),
+    Group(crate::group::service::GroupReply),
     Done,
 }
 

@@ -214,7 +214,7 @@ async fn connection(shard: &Rc<Shard>, stream: TcpStream) -> std::io::Result<()>
             let _permits = permits;
             let (key, version, correlation_id) =
                 (request.api_key, request.api_version, request.correlation_id);
-            let body = kafka::handle(&shard2, request).await?;
+            let body = kafka::handle(&shard2, request, peer).await?;
             match encode_response(correlation_id, key, version, &body) {
                 Ok(bytes) => Some(bytes),
                 Err(e) => {

@@ -80,6 +80,8 @@ pub struct Shard {
     pub request_memory: Rc<Semaphore>,
     /// In a cluster: this shard's replication runtime.
     cluster: RefCell<Option<Rc<Runtime>>>,
+    /// The group coordinators of the offsets partitions this shard owns.
+    pub groups: Rc<crate::group::service::Groups>,
 }
 
 impl std::fmt::Debug for Shard {
@@ -345,6 +347,10 @@ impl Shard {
                 let (code, msg) = self.admin(op).await;
                 OpResult::Admin(code, msg)
             }
+            Op::Group { partition, call } => {
+                OpResult::Group(self.groups.call(self, partition, call).await)
+            }
+            Op::ListGroups => OpResult::Group(self.groups.list(self).await),
             Op::ElectPreferred {
                 topic,
                 partition,
@@ -934,6 +940,7 @@ async fn serve_shard(
         stop_gate: Rc::new(Semaphore::new(0)),
         request_memory: Rc::new(Semaphore::new((2 * shared.config.request_bytes_max) as u64)),
         cluster: RefCell::new(None),
+        groups: Rc::new(crate::group::service::Groups::new()),
     });
     glommio::spawn_local(shard.clone().watch_shutdown()).detach();
     for (_peer, rx) in crate::router::streams(&mut receivers) {
@@ -976,6 +983,7 @@ async fn serve_shard(
     }
     shard.open_owned().await;
     let retention = glommio::spawn_local(shard.clone().retention_loop());
+    let group_timers = glommio::spawn_local(shard.groups.clone().tick_loop(shard.clone()));
     let served = crate::server::serve(shard.clone()).await;
     if served.is_err() {
         shared.stop();
@@ -985,6 +993,7 @@ async fn serve_shard(
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }
     drop(retention);
+    drop(group_timers);
     if let Some(runtime) = shard.cluster() {
         shard.hand_off_leadership().await;
         runtime.close();

@@ -33,23 +33,36 @@ fn get_varint(bytes: &[u8], at: &mut usize) -> Option<i64> {
 
 /// One uncompressed record batch holding one record, `attributes` set on the batch.
 fn one_record_batch(attributes: i16, timestamp: i64, key: Option<&[u8]>, value: &[u8]) -> Vec<u8> {
-    let mut rec = Vec::with_capacity(value.len() + 16);
-    rec.push(0u8); // record attributes
-    put_varint(&mut rec, 0); // timestampDelta
-    put_varint(&mut rec, 0); // offsetDelta
-    match key {
-        Some(k) => {
-            put_varint(&mut rec, k.len() as i64);
-            rec.extend_from_slice(k);
+    records_batch(attributes, timestamp, &[(key, Some(value))])
+}
+
+/// A record's key and value (None: null).
+pub type KeyValue<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+
+/// One uncompressed record batch of `records` (key, value; None is null), offsets
+/// 0..n, `attributes` set on the batch.
+fn records_batch(attributes: i16, timestamp: i64, records: &[KeyValue<'_>]) -> Vec<u8> {
+    debug_assert!(!records.is_empty(), "a batch holds at least one record");
+    let mut body = Vec::new();
+    let mut rec = Vec::new();
+    for (i, (key, value)) in records.iter().enumerate() {
+        rec.clear();
+        rec.push(0u8); // record attributes
+        put_varint(&mut rec, 0); // timestampDelta
+        put_varint(&mut rec, i as i64); // offsetDelta
+        for field in [key, value] {
+            match field {
+                Some(b) => {
+                    put_varint(&mut rec, b.len() as i64);
+                    rec.extend_from_slice(b);
+                }
+                None => put_varint(&mut rec, -1),
+            }
         }
-        None => put_varint(&mut rec, -1),
+        put_varint(&mut rec, 0); // headers
+        put_varint(&mut body, rec.len() as i64);
+        body.extend_from_slice(&rec);
     }
-    put_varint(&mut rec, value.len() as i64);
-    rec.extend_from_slice(value);
-    put_varint(&mut rec, 0); // headers
-    let mut body = Vec::with_capacity(rec.len() + 5);
-    put_varint(&mut body, rec.len() as i64);
-    body.extend_from_slice(&rec);
     let mut b = Vec::with_capacity(HEADER_BYTES + body.len());
     b.extend_from_slice(&0i64.to_be_bytes());
     b.extend_from_slice(&((HEADER_BYTES - 12 + body.len()) as i32).to_be_bytes());
@@ -57,18 +70,58 @@ fn one_record_batch(attributes: i16, timestamp: i64, key: Option<&[u8]>, value: 
     b.push(2); // magic
     b.extend_from_slice(&0u32.to_be_bytes()); // crc, below
     b.extend_from_slice(&attributes.to_be_bytes());
-    b.extend_from_slice(&0i32.to_be_bytes()); // lastOffsetDelta
+    b.extend_from_slice(&(records.len() as i32 - 1).to_be_bytes()); // lastOffsetDelta
     b.extend_from_slice(&timestamp.to_be_bytes());
     b.extend_from_slice(&timestamp.to_be_bytes());
     b.extend_from_slice(&(-1i64).to_be_bytes()); // producerId
     b.extend_from_slice(&(-1i16).to_be_bytes()); // producerEpoch
     b.extend_from_slice(&(-1i32).to_be_bytes()); // baseSequence
-    b.extend_from_slice(&1i32.to_be_bytes()); // records
+    b.extend_from_slice(&(records.len() as i32).to_be_bytes());
     b.extend_from_slice(&body);
     let crc = crc32c::crc32c(&b[CRC_START..]);
     b[17..21].copy_from_slice(&crc.to_be_bytes());
     debug_assert!(batch::validate(&b).is_ok());
     b
+}
+
+/// A plain batch of key/value records (a null value is a tombstone).
+pub fn key_value_batch(records: &[(&[u8], Option<&[u8]>)], timestamp: i64) -> Vec<u8> {
+    let records: Vec<KeyValue<'_>> = records.iter().map(|(k, v)| (Some(*k), *v)).collect();
+    records_batch(0, timestamp, &records)
+}
+
+/// The (key, value) of every record of an uncompressed, non-control batch, CRC
+/// checked; None if the batch is not one (or is malformed).
+pub fn key_values(bytes: &[u8]) -> Option<Vec<KeyValue<'_>>> {
+    let header = batch::validate(bytes).ok()?;
+    if header.is_control() || header.compression() != 0 {
+        return None;
+    }
+    let mut at = HEADER_BYTES;
+    let mut out = Vec::with_capacity(header.records_count.max(0) as usize);
+    for _ in 0..header.records_count {
+        let length = usize::try_from(get_varint(bytes, &mut at)?).ok()?;
+        let end = at.checked_add(length)?;
+        let rec = bytes.get(at..end)?;
+        let mut r = 1; // attributes
+        get_varint(rec, &mut r)?; // timestampDelta
+        get_varint(rec, &mut r)?; // offsetDelta
+        let field = |r: &mut usize| -> Option<Option<&[u8]>> {
+            let len = get_varint(rec, r)?;
+            if len < 0 {
+                return Some(None);
+            }
+            let len = usize::try_from(len).ok()?;
+            let f = rec.get(*r..r.checked_add(len)?)?;
+            *r += len;
+            Some(Some(f))
+        };
+        let key = field(&mut r)?;
+        let value = field(&mut r)?;
+        out.push((key, value));
+        at = end;
+    }
+    Some(out)
 }
 
 /// The control batch a leader writes first in its term: KIP-595's LeaderChange

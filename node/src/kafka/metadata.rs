@@ -99,6 +99,7 @@ pub async fn handle(shard: &Rc<Shard>, r: MetadataRequest, version: i16) -> Meta
             }
             None => t.error_code = errors::UNKNOWN_TOPIC_OR_PARTITION,
             Some(meta) => {
+                t.is_internal = version >= 1 && name == crate::group::OFFSETS_TOPIC;
                 if version >= 10 {
                     t.topic_id = uuid::Uuid::from_bytes(meta.id);
                 }

@@ -6,6 +6,7 @@ pub mod describe_log_dirs;
 pub mod elect_leaders;
 pub mod errors;
 pub mod fetch;
+pub mod groups;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
@@ -41,6 +42,19 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     // v0 is gone from Kafka 4 and from kafka-protocol; v4 adds the volume's bytes.
     (ApiKey::DescribeLogDirs, 1, 4),
     (ApiKey::ElectLeaders, 0, 2),
+    // Consumer groups (classic protocol). FindCoordinator v5+ and v6 are for
+    // transactions and share groups; DescribeGroups v6 only adds error messages.
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 9),
+    (ApiKey::OffsetFetch, 1, 9),
+    (ApiKey::ListGroups, 0, 5),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::OffsetDelete, 0, 0),
 ];
 
 /// The served version range of an API.
@@ -52,8 +66,13 @@ pub fn served(key: ApiKey) -> Option<(i16, i16)> {
 }
 
 /// Handle one request. None: no response is sent (Produce with acks=0).
-pub async fn handle(shard: &Rc<Shard>, request: Request) -> Option<ResponseKind> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    request: Request,
+    peer: Option<std::net::SocketAddr>,
+) -> Option<ResponseKind> {
     let version = request.api_version;
+    let client_id = request.client_id;
     Some(match request.body {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions()),
         RequestKind::Metadata(r) => {
@@ -93,6 +112,37 @@ pub async fn handle(shard: &Rc<Shard>, request: Request) -> Option<ResponseKind>
         RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(init_producer_id(shard, &r)),
         RequestKind::ElectLeaders(r) => {
             ResponseKind::ElectLeaders(elect_leaders::handle(shard, r, version).await)
+        }
+        RequestKind::FindCoordinator(r) => {
+            ResponseKind::FindCoordinator(groups::find_coordinator(shard, r, version).await)
+        }
+        RequestKind::JoinGroup(r) => {
+            ResponseKind::JoinGroup(groups::join_group(shard, r, version, client_id, peer).await)
+        }
+        RequestKind::SyncGroup(r) => {
+            ResponseKind::SyncGroup(groups::sync_group(shard, r, version).await)
+        }
+        RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(groups::heartbeat(shard, r).await),
+        RequestKind::LeaveGroup(r) => {
+            ResponseKind::LeaveGroup(groups::leave_group(shard, r, version).await)
+        }
+        RequestKind::OffsetCommit(r) => {
+            ResponseKind::OffsetCommit(groups::offset_commit(shard, r).await)
+        }
+        RequestKind::OffsetFetch(r) => {
+            ResponseKind::OffsetFetch(groups::offset_fetch(shard, r, version).await)
+        }
+        RequestKind::ListGroups(r) => {
+            ResponseKind::ListGroups(groups::list_groups(shard, r, version).await)
+        }
+        RequestKind::DescribeGroups(r) => {
+            ResponseKind::DescribeGroups(groups::describe_groups(shard, r, version).await)
+        }
+        RequestKind::DeleteGroups(r) => {
+            ResponseKind::DeleteGroups(groups::delete_groups(shard, r).await)
+        }
+        RequestKind::OffsetDelete(r) => {
+            ResponseKind::OffsetDelete(groups::offset_delete(shard, r).await)
         }
         // `served` lets nothing else through decoding.
         _ => return None,

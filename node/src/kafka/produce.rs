@@ -37,6 +37,9 @@ pub async fn handle(shard: &Rc<Shard>, r: ProduceRequest, version: i16) -> Optio
                 Some(errors::INVALID_REQUIRED_ACKS)
             } else if r.transactional_id.is_some() {
                 Some(errors::INVALID_REQUEST)
+            } else if name == crate::group::OFFSETS_TOPIC {
+                // Only the group coordinators write there.
+                Some(errors::INVALID_TOPIC_EXCEPTION)
             } else if view
                 .get(&name)
                 .is_none_or(|m| index < 0 || index >= m.partitions)
