@@ -1,4 +1,5 @@
-//! The command line: `strand [--bootstrap HOST:PORT] topic <create|list|describe|delete|alter>`.
+//! The command line: `strand [--bootstrap HOST:PORT] topic <create|list|describe|delete|alter>`,
+//! `strand group <list|describe|delete>`, `strand cluster ...` and the offline commands.
 
 use std::collections::HashSet;
 
@@ -40,6 +41,9 @@ pub enum Command {
     /// Brokers, partitions, offsets and sizes at a glance.
     #[command(subcommand)]
     Cluster(crate::cluster::ClusterCommand),
+    /// List, describe (members, committed offsets, lag) and delete consumer groups.
+    #[command(subcommand)]
+    Group(crate::group::GroupCommand),
     /// Make the cluster CA and node TLS certificates (no broker needed).
     #[command(subcommand)]
     Cert(crate::cert::CertCommand),

@@ -51,6 +51,14 @@ pub const CLIENT_VERSIONS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     // v1 adds the election type (0 = preferred, what `cluster elect-leaders` asks).
     (ApiKey::ElectLeaders, 1, 2),
+    // The `group` commands. FindCoordinator v4+ batches the keys (`coordinator_keys`);
+    // ListGroups v4+ gives the state; OffsetFetch from v2, the first where null topics
+    // means "every committed offset" (v8+ moves the group into a `groups` array).
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::ListGroups, 0, 5),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::OffsetFetch, 2, 9),
+    (ApiKey::DeleteGroups, 0, 2),
 ];
 
 /// The range of versions this client uses for `key`, if it uses the API at all.

@@ -2,8 +2,9 @@
 //! against any Kafka-compatible broker.
 //!
 //! Code map: `cli` (the command line), `client` (frames, version negotiation, one blocking
-//! connection), `topic` (request builders, command flows, renderers), `render` (tables,
-//! JSON), `errors` (Kafka error names). **The CLI knows nothing of Strand's internals**:
+//! connection), `topic` (request builders, command flows, renderers), `group` (consumer
+//! groups: list, describe with lag, delete), `render` (tables, JSON), `errors` (Kafka
+//! error names). **The CLI knows nothing of Strand's internals**:
 //! everything goes over the Kafka protocol, so the same commands check real Kafka.
 //!
 //! Exit codes: 0 success, 1 the operation failed (unreachable broker, broker error),
@@ -18,6 +19,7 @@ pub mod elect;
 pub mod errors;
 #[cfg(test)]
 mod fake_broker;
+pub mod group;
 pub mod probe;
 pub mod render;
 pub mod segment;
@@ -27,6 +29,7 @@ use anyhow::Result;
 
 use cli::{Cli, Command, SegmentCommand, TopicCommand};
 use client::Client;
+use group::GroupCommand;
 
 /// Runs one command line and returns what to print.
 pub fn run(cli: &Cli) -> Result<String> {
@@ -45,7 +48,7 @@ pub fn run(cli: &Cli) -> Result<String> {
         Command::Disk(disk) => return probe::command(disk),
         Command::Cert(cert) => return cert::command(cert),
         Command::DevCluster(dev) => return dev_cluster::command(dev),
-        Command::Topic(_) | Command::Cluster(_) => {}
+        Command::Topic(_) | Command::Cluster(_) | Command::Group(_) => {}
     }
     let mut client = Client::connect(&cli.bootstrap)?;
     match &cli.command {
@@ -65,6 +68,11 @@ pub fn run(cli: &Cli) -> Result<String> {
         Command::Cluster(cluster::ClusterCommand::ElectLeaders(args)) => {
             elect::elect_leaders(&mut client, args.topic.as_deref())
         }
+        Command::Group(GroupCommand::List(args)) => group::list(&mut client, args.output),
+        Command::Group(GroupCommand::Describe(args)) => {
+            group::describe(&mut client, &args.group, args.output)
+        }
+        Command::Group(GroupCommand::Delete(args)) => group::delete(&mut client, &args.group),
     }
 }
 
