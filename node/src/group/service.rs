@@ -38,6 +38,8 @@ pub const NOT_COORDINATOR: i16 = 16;
 pub const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
 pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
 
+/// Beyond a waiting request's own timeout, before it is given up on.
+const WAIT_MARGIN: Duration = Duration::from_secs(30);
 /// How often timers (sessions, rebalance deadlines) are checked.
 const TICK: Duration = Duration::from_millis(100);
 /// Largest group record or commit batch written.
@@ -451,6 +453,9 @@ impl Groups {
         partition: i32,
         call: GroupCall,
     ) -> GroupReply {
+        if shard.shared.shutdown.load(std::sync::atomic::Ordering::Relaxed) {
+            return GroupReply::Error(NOT_COORDINATOR);
+        }
         let slot = self.slot(partition);
         if let Err(code) = self.ensure_loaded(shard, &slot).await {
             return GroupReply::Error(code);
@@ -469,8 +474,10 @@ impl Groups {
         match call {
             GroupCall::Join(mut r) => {
                 r.fresh_member_id = self.fresh_member_id(shard, &r.client_id);
+                let patience =
+                    Duration::from_millis(r.rebalance_timeout_ms.max(r.session_timeout_ms));
                 match self
-                    .wait_for(shard, &slot, term, |c, token| c.join(now, token, r))
+                    .wait_for(shard, &slot, term, patience, |c, token| c.join(now, token, r))
                     .await
                 {
                     Some(Reply::Join(j)) => GroupReply::Join(j),
@@ -478,8 +485,12 @@ impl Groups {
                 }
             }
             GroupCall::Sync(r) => {
+                // A sync waits for the leader's, which comes within the rebalance
+                // timeout; Kafka's clients allow about as long.
+                let patience =
+                    Duration::from_millis(shard.config().groups.max_session_timeout_ms);
                 match self
-                    .wait_for(shard, &slot, term, |c, token| c.sync(now, token, r))
+                    .wait_for(shard, &slot, term, patience, |c, token| c.sync(now, token, r))
                     .await
                 {
                     Some(Reply::Sync(s)) => GroupReply::Sync(s),
@@ -652,12 +663,16 @@ impl Groups {
         }
     }
 
-    /// Hand a request to the coordinator under a fresh token and wait for its answer.
+    /// Hand a request to the coordinator under a fresh token and wait for its
+    /// answer. The coordinator answers every waiting request (its deadlines
+    /// guarantee it); `patience` (plus a margin) only guards against a bug
+    /// keeping a connection's responses stuck forever.
     async fn wait_for(
         self: &Rc<Self>,
         shard: &Rc<Shard>,
         slot: &Rc<Slot>,
         term: u64,
+        patience: Duration,
         f: impl FnOnce(&mut Coordinator, Token) -> Vec<Action>,
     ) -> Option<Reply> {
         let token = self.next_token.get();
@@ -670,7 +685,23 @@ impl Groups {
             f(&mut l.coordinator, token)
         };
         self.run_actions(shard, slot, term, actions);
-        rx.recv().await
+        let answer = futures_lite::future::or(rx.recv(), async {
+            glommio::timer::sleep(patience + WAIT_MARGIN).await;
+            None
+        })
+        .await;
+        if answer.is_none() {
+            if let Some(l) = slot.loaded.borrow_mut().as_mut() {
+                if l.waiters.remove(&token).is_some() {
+                    tracing::warn!(
+                        partition = slot.partition,
+                        token,
+                        "a group request got no answer in time"
+                    );
+                }
+            }
+        }
+        answer
     }
 
     /// ListGroups for the offsets partitions this shard owns and this node leads
@@ -707,6 +738,14 @@ impl Groups {
         loop {
             glommio::timer::sleep(TICK).await;
             let slots: Vec<Rc<Slot>> = self.slots.borrow().values().cloned().collect();
+            if shard.shared.shutdown.load(std::sync::atomic::Ordering::Relaxed) {
+                // Waiting JoinGroup/SyncGroup requests would hold their connections
+                // (and the shutdown) open: they get NOT_COORDINATOR now.
+                for slot in slots {
+                    slot.loaded.borrow_mut().take();
+                }
+                continue;
+            }
             for slot in slots {
                 let Some(term) = slot.loaded.borrow().as_ref().map(|l| l.term) else {
                     continue;
