@@ -6,7 +6,7 @@ import json
 import time
 
 import pytest
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, TopicPartition
 
 from helpers import produce, producer, wait_until
 
@@ -45,21 +45,17 @@ def test_group_describe_shows_members_assignments_and_lag(node, cli):
     try:
         for c in (a, b):
             c.subscribe([topic])
-        # Consume 60 from each partition and commit exactly that (per partition).
-        counts = {}
-        last = {}
+        # Poll until the group settled with two members, then each commits offset
+        # 60 for the partitions it owns.
         deadline = time.monotonic() + 60
-        while sum(counts.values()) < 240 or len(a.assignment()) + len(b.assignment()) < 4:
-            assert time.monotonic() < deadline, f"consumed {counts}"
+        while not (a.assignment() and b.assignment()
+                   and len(a.assignment()) + len(b.assignment()) == 4):
+            assert time.monotonic() < deadline, (a.assignment(), b.assignment())
             for c in (a, b):
-                m = c.poll(0.1)
-                if m is None or m.error() or counts.get(m.partition(), 0) >= 60:
-                    continue
-                counts[m.partition()] = counts.get(m.partition(), 0) + 1
-                last[m.partition()] = (c, m)
-        for c, m in last.values():
-            c.commit(message=m, asynchronous=False)
-
+                c.poll(0.1)
+        for c in (a, b):
+            c.commit(offsets=[TopicPartition(topic, tp.partition, 60) for tp in c.assignment()],
+                     asynchronous=False)
         doc = wait_until(
             lambda: (lambda d: d if d["state"] == "Stable" and len(d["members"]) == 2 else None)(
                 describe(cli, node, group)),
@@ -97,3 +93,33 @@ def test_group_describe_shows_members_assignments_and_lag(node, cli):
     assert deleted.returncode == 0, deleted
     gone = cli(node, "group", "describe", group)
     assert gone.returncode != 0 and "not found" in gone.stderr, gone
+
+
+@pytest.mark.node_args(*GROUP_ARGS)
+def test_offsets_topic_is_internal(node):
+    """Clients may read __consumer_offsets but not write to it or delete it."""
+    from confluent_kafka import KafkaError
+    from confluent_kafka.admin import AdminClient
+
+    c = group_consumer(node, "internal-check", "reader")
+    try:
+        c.subscribe(["anything"])
+        c.poll(1.0)  # FindCoordinator creates __consumer_offsets
+    finally:
+        c.close()
+    admin = AdminClient({"bootstrap.servers": node.bootstrap, "broker.address.family": "v4"})
+    wait_until(lambda: "__consumer_offsets" in admin.list_topics(timeout=5).topics, 10,
+               "__consumer_offsets to exist")
+    fut = admin.delete_topics(["__consumer_offsets"])["__consumer_offsets"]
+    with pytest.raises(Exception) as e:
+        fut.result(timeout=10)
+    assert e.value.args[0].code() == KafkaError.TOPIC_EXCEPTION, e.value
+    assert "__consumer_offsets" in admin.list_topics(timeout=5).topics
+
+    errors = []
+    p = producer(node.bootstrap, **{"enable.idempotence": False, "message.timeout.ms": 5000})
+    p.produce("__consumer_offsets", value=b"forged", partition=0,
+              on_delivery=lambda err, m: errors.append(err))
+    p.flush(10)
+    assert len(errors) == 1 and errors[0] is not None, errors
+    assert errors[0].code() == KafkaError.TOPIC_EXCEPTION, errors

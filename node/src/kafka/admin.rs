@@ -256,7 +256,15 @@ pub async fn delete_topics(
                 if let (Some(meta), true) = (view.get(&n), version >= 6) {
                     res.topic_id = uuid::Uuid::from_bytes(meta.id);
                 }
-                let (code, msg) = run(shard, AdminOp::DeleteTopic { name: n.clone() }).await;
+                let (code, msg) = if n == crate::group::OFFSETS_TOPIC {
+                    // Every group's committed offsets live there.
+                    (
+                        errors::INVALID_TOPIC_EXCEPTION,
+                        Some(format!("{n} is internal: delete groups instead")),
+                    )
+                } else {
+                    run(shard, AdminOp::DeleteTopic { name: n.clone() }).await
+                };
                 res.name = Some(super::topic_name(&n));
                 res.error_code = code;
                 if version >= 5 {
