@@ -453,7 +453,11 @@ impl Groups {
         partition: i32,
         call: GroupCall,
     ) -> GroupReply {
-        if shard.shared.shutdown.load(std::sync::atomic::Ordering::Relaxed) {
+        if shard
+            .shared
+            .shutdown
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
             return GroupReply::Error(NOT_COORDINATOR);
         }
         let slot = self.slot(partition);
@@ -477,7 +481,9 @@ impl Groups {
                 let patience =
                     Duration::from_millis(r.rebalance_timeout_ms.max(r.session_timeout_ms));
                 match self
-                    .wait_for(shard, &slot, term, patience, |c, token| c.join(now, token, r))
+                    .wait_for(shard, &slot, term, patience, |c, token| {
+                        c.join(now, token, r)
+                    })
                     .await
                 {
                     Some(Reply::Join(j)) => GroupReply::Join(j),
@@ -487,10 +493,11 @@ impl Groups {
             GroupCall::Sync(r) => {
                 // A sync waits for the leader's, which comes within the rebalance
                 // timeout; Kafka's clients allow about as long.
-                let patience =
-                    Duration::from_millis(shard.config().groups.max_session_timeout_ms);
+                let patience = Duration::from_millis(shard.config().groups.max_session_timeout_ms);
                 match self
-                    .wait_for(shard, &slot, term, patience, |c, token| c.sync(now, token, r))
+                    .wait_for(shard, &slot, term, patience, |c, token| {
+                        c.sync(now, token, r)
+                    })
                     .await
                 {
                     Some(Reply::Sync(s)) => GroupReply::Sync(s),
@@ -738,7 +745,11 @@ impl Groups {
         loop {
             glommio::timer::sleep(TICK).await;
             let slots: Vec<Rc<Slot>> = self.slots.borrow().values().cloned().collect();
-            if shard.shared.shutdown.load(std::sync::atomic::Ordering::Relaxed) {
+            if shard
+                .shared
+                .shutdown
+                .load(std::sync::atomic::Ordering::Relaxed)
+            {
                 // Waiting JoinGroup/SyncGroup requests would hold their connections
                 // (and the shutdown) open: they get NOT_COORDINATOR now.
                 for slot in slots {
