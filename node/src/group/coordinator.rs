@@ -177,6 +177,13 @@ pub enum Action {
         generation: i32,
         value: Option<GroupValue>,
     },
+    /// Write the group's metadata after a static member's new id; then call
+    /// [`Coordinator::static_member_stored`] with `token`.
+    StoreMember {
+        group: String,
+        token: Token,
+        value: GroupValue,
+    },
 }
 
 /// A member's view for DescribeGroups.
@@ -250,6 +257,19 @@ struct Group {
     join_not_before: Millis,
     /// The leader's assignment while it is being stored.
     storing: Option<i32>,
+    /// Static members replaced in a Stable group, answered once stored.
+    static_stores: Vec<StaticStore>,
+}
+
+/// A static member's replacement waiting for its group record.
+#[derive(Debug)]
+struct StaticStore {
+    token: Token,
+    new_id: String,
+    /// The member as it was, restored if the record cannot be stored.
+    before: Member,
+    old_leader: Option<String>,
+    response: JoinResponse,
 }
 
 impl Group {
@@ -266,6 +286,7 @@ impl Group {
             rebalance_deadline: 0,
             join_not_before: 0,
             storing: None,
+            static_stores: Vec::new(),
         }
     }
 
@@ -603,6 +624,8 @@ impl Coordinator {
         let Some(mut m) = g.members.remove(old) else {
             return;
         };
+        let before = m.clone();
+        let old_leader = g.leader.clone();
         if let Some(t) = m.awaiting_join.take() {
             out.push(Action::Reply(
                 t,
@@ -632,10 +655,16 @@ impl Coordinator {
         g.members.insert(id.clone(), m);
         let unchanged = g.protocol.is_some() && g.select_protocol() == g.protocol;
         if g.state == State::Stable && unchanged {
+            // Answered once the new member id is stored (Kafka's
+            // updateStaticMemberAndRebalance): a coordinator taking over from the
+            // log must know the id the client now uses.
             let is_leader = g.leader.as_deref() == Some(id.as_str());
-            out.push(Action::Reply(
+            g.static_stores.push(StaticStore {
                 token,
-                Reply::Join(JoinResponse {
+                new_id: id.clone(),
+                before,
+                old_leader,
+                response: JoinResponse {
                     error: errors::NONE,
                     generation: g.generation,
                     protocol_type: g.protocol_type.clone(),
@@ -648,22 +677,63 @@ impl Coordinator {
                         Vec::new()
                     },
                     skip_assignment: is_leader,
-                }),
-            ));
-            out.push(Action::StoreGroup {
-                group: String::new(), // filled by the caller below
-                generation: g.generation,
-                value: Some(g.value()),
+                },
+            });
+            out.push(Action::StoreMember {
+                group: String::new(), // filled by the caller
+                token,
+                value: g.value(),
             });
             return;
         }
         if let Some(m) = g.members.get_mut(&id) {
             m.awaiting_join = Some(token);
         }
-        match g.state {
-            State::PreparingRebalance => Self::try_complete_join(now, g, out),
-            _ => Self::prepare_rebalance_now(now, g, out),
+        if g.state != State::PreparingRebalance {
+            Self::prepare_rebalance_now(now, g, out);
         }
+        Self::try_complete_join(now, g, out);
+    }
+
+    /// The group record asked for by [`Action::StoreMember`] is stored (`ok`):
+    /// the static member gets its answer. If not, the replacement is undone and
+    /// the member is told to retry.
+    pub fn static_member_stored(
+        &mut self,
+        now: Millis,
+        group: &str,
+        token: Token,
+        ok: bool,
+    ) -> Vec<Action> {
+        let mut out = Vec::new();
+        let Some(g) = self.groups.get_mut(group) else {
+            return out;
+        };
+        let Some(at) = g.static_stores.iter().position(|s| s.token == token) else {
+            return out;
+        };
+        let st = g.static_stores.remove(at);
+        if ok {
+            out.push(Action::Reply(token, Reply::Join(st.response)));
+            return out;
+        }
+        if let Some(m) = g.members.remove(&st.new_id) {
+            let mut old = st.before;
+            old.heartbeat_deadline = now + old.session_timeout_ms;
+            old.assignment = m.assignment;
+            if let Some(i) = &old.instance_id {
+                g.instances.insert(i.clone(), old.id.clone());
+            }
+            if g.leader.as_deref() == Some(st.new_id.as_str()) {
+                g.leader = st.old_leader;
+            }
+            g.members.insert(old.id.clone(), old);
+        }
+        out.push(Action::Reply(
+            token,
+            Reply::Join(JoinResponse::error(COORDINATOR_NOT_AVAILABLE, &st.new_id)),
+        ));
+        out
     }
 
     fn join_known(
@@ -793,11 +863,13 @@ impl Coordinator {
         Self::try_complete_join(now, g, out);
     }
 
-    /// Enter PreparingRebalance: waiting syncs are told a new rebalance started.
+    /// Enter PreparingRebalance: waiting syncs are told a new rebalance started
+    /// (and get a full session to rejoin).
     fn prepare_rebalance_now(now: Millis, g: &mut Group, out: &mut Vec<Action>) {
         if g.state == State::CompletingRebalance {
             for m in g.members.values_mut() {
                 if let Some(t) = m.awaiting_sync.take() {
+                    m.heartbeat_deadline = now + m.session_timeout_ms;
                     out.push(Action::Reply(
                         t,
                         Reply::Sync(SyncResponse::error(REBALANCE_IN_PROGRESS)),
@@ -823,17 +895,26 @@ impl Coordinator {
     }
 
     fn complete_join(now: Millis, g: &mut Group, out: &mut Vec<Action>) {
-        // Members that did not rejoin in time are out, and so are unused ids.
+        // Dynamic members that did not rejoin in time are out, and so are unused
+        // ids. Static members stay (Kafka's onCompleteJoin): the leader assigns
+        // them from their last metadata, and a restarting one takes its
+        // assignment back without another rebalance (or its session ends).
         let gone: Vec<String> = g
             .members
             .values()
-            .filter(|m| m.awaiting_join.is_none())
+            .filter(|m| m.awaiting_join.is_none() && m.instance_id.is_none())
             .map(|m| m.id.clone())
             .collect();
         for id in gone {
             Self::drop_member(g, &id, out);
         }
         g.pending.clear();
+        if !g.members.is_empty() && g.members.values().all(|m| m.awaiting_join.is_none()) {
+            // Only static members, none of them back: nobody could lead. Wait
+            // another rebalance timeout; their sessions remove them meanwhile.
+            g.rebalance_deadline = now + g.max_rebalance_timeout();
+            return;
+        }
         let before = g.generation;
         g.generation += 1;
         debug_assert!(g.generation > before, "generations only grow");
@@ -849,8 +930,18 @@ impl Coordinator {
             return;
         }
         g.protocol = g.select_protocol();
-        if !g.leader.as_ref().is_some_and(|l| g.members.contains_key(l)) {
-            g.leader = g.members.keys().next().cloned();
+        // The leader must be a member that rejoined (it gets the member list now).
+        let leader_rejoined = g
+            .leader
+            .as_ref()
+            .and_then(|l| g.members.get(l))
+            .is_some_and(|m| m.awaiting_join.is_some());
+        if !leader_rejoined {
+            g.leader = g
+                .members
+                .values()
+                .find(|m| m.awaiting_join.is_some())
+                .map(|m| m.id.clone());
         }
         g.state = State::CompletingRebalance;
         g.rebalance_deadline = now + g.max_rebalance_timeout();
@@ -858,13 +949,20 @@ impl Coordinator {
         for id in ids {
             let resp = Self::join_response(g, &id);
             if let Some(m) = g.members.get_mut(&id) {
-                m.heartbeat_deadline = now + m.session_timeout_ms;
                 m.previous_assignment = std::mem::take(&mut m.assignment);
                 if let Some(t) = m.awaiting_join.take() {
+                    m.heartbeat_deadline = now + m.session_timeout_ms;
                     out.push(Action::Reply(t, Reply::Join(resp)));
                 }
             }
         }
+    }
+
+    /// A member waiting for its JoinGroup or SyncGroup answer is alive whatever
+    /// its session deadline says.
+    fn kept_alive(g: &Group, m: &Member) -> bool {
+        g.state == State::PreparingRebalance && m.awaiting_join.is_some()
+            || g.state == State::CompletingRebalance && m.awaiting_sync.is_some()
     }
 
     /// Remove a member, answering whatever it waits for.
@@ -896,6 +994,11 @@ impl Coordinator {
 
     /// A member left or expired: the others rebalance.
     fn remove_member(now: Millis, g: &mut Group, id: &str, out: &mut Vec<Action>) {
+        if !g.members.contains_key(id) {
+            // Already dropped (e.g. by the join completion an earlier removal
+            // triggered in the same tick): nothing changes.
+            return;
+        }
         Self::drop_member(g, id, out);
         match g.state {
             State::Stable | State::CompletingRebalance => Self::prepare_rebalance_now(now, g, out),
@@ -955,7 +1058,10 @@ impl Coordinator {
                 reply(&mut out, SyncResponse::error(REBALANCE_IN_PROGRESS))
             }
             State::Stable => {
-                let m = &g.members[&r.member_id];
+                let Some(m) = g.members.get_mut(&r.member_id) else {
+                    return out;
+                };
+                m.heartbeat_deadline = now + m.session_timeout_ms;
                 reply(
                     &mut out,
                     SyncResponse {
@@ -1019,6 +1125,7 @@ impl Coordinator {
         if !ok {
             for m in g.members.values_mut() {
                 m.assignment = Bytes::new();
+                m.heartbeat_deadline = now + m.session_timeout_ms;
                 if let Some(t) = m.awaiting_sync.take() {
                     out.push(Action::Reply(
                         t,
@@ -1031,6 +1138,8 @@ impl Coordinator {
         }
         g.state = State::Stable;
         for m in g.members.values_mut() {
+            // Kafka's propagateAssignment: every member's session restarts now.
+            m.heartbeat_deadline = now + m.session_timeout_ms;
             if let Some(t) = m.awaiting_sync.take() {
                 out.push(Action::Reply(
                     t,
@@ -1064,7 +1173,7 @@ impl Coordinator {
         if g.state == State::Empty {
             return UNKNOWN_MEMBER_ID;
         }
-        if generation != g.generation && g.state != State::PreparingRebalance {
+        if generation != g.generation {
             return ILLEGAL_GENERATION;
         }
         if let Some(m) = g.members.get_mut(member_id) {
@@ -1086,11 +1195,7 @@ impl Coordinator {
     ) -> (i16, Vec<i16>, Vec<Action>) {
         let mut out = Vec::new();
         let Some(g) = self.groups.get_mut(group) else {
-            return (
-                UNKNOWN_MEMBER_ID,
-                vec![UNKNOWN_MEMBER_ID; members.len()],
-                out,
-            );
+            return (errors::NONE, vec![UNKNOWN_MEMBER_ID; members.len()], out);
         };
         let mut codes = Vec::with_capacity(members.len());
         for (member_id, instance_id) in members {
@@ -1136,12 +1241,7 @@ impl Coordinator {
             let expired: Vec<String> = g
                 .members
                 .values()
-                .filter(|m| m.heartbeat_deadline <= now)
-                .filter(|m| {
-                    // A member waiting for its join or sync answer is alive.
-                    !(g.state == State::PreparingRebalance && m.awaiting_join.is_some()
-                        || g.state == State::CompletingRebalance && m.awaiting_sync.is_some())
-                })
+                .filter(|m| m.heartbeat_deadline <= now && !Self::kept_alive(g, m))
                 .map(|m| m.id.clone())
                 .collect();
             for id in expired {
@@ -1175,6 +1275,17 @@ impl Coordinator {
                 }
             }
         }
+        // A group id that only ever got MEMBER_ID_REQUIRED (no join completed,
+        // nothing stored, no offsets) is forgotten once its pending ids expired.
+        let offsets = &self.offsets;
+        self.groups.retain(|name, g| {
+            !(g.state == State::Empty
+                && g.generation == 0
+                && g.members.is_empty()
+                && g.pending.is_empty()
+                && g.static_stores.is_empty()
+                && !offsets.contains_key(name))
+        });
         out
     }
 
@@ -1183,7 +1294,10 @@ impl Coordinator {
         let mut next: Option<Millis> = None;
         let mut at = |t: Millis| next = Some(next.map_or(t, |n| n.min(t)));
         for g in self.groups.values() {
-            for m in g.members.values() {
+            // Only deadlines a tick acts on: a member waiting for its answer does
+            // not expire, the initial delay matters once everyone joined, and the
+            // sync deadline waits while the assignment is being stored.
+            for m in g.members.values().filter(|m| !Self::kept_alive(g, m)) {
                 at(m.heartbeat_deadline);
             }
             for d in g.pending.values() {
@@ -1191,10 +1305,13 @@ impl Coordinator {
             }
             match g.state {
                 State::PreparingRebalance => {
-                    at(g.join_not_before);
+                    if g.pending.is_empty() && g.members.values().all(|m| m.awaiting_join.is_some())
+                    {
+                        at(g.join_not_before);
+                    }
                     at(g.rebalance_deadline);
                 }
-                State::CompletingRebalance => at(g.rebalance_deadline),
+                State::CompletingRebalance if g.storing.is_none() => at(g.rebalance_deadline),
                 _ => {}
             }
         }
@@ -1318,10 +1435,16 @@ impl Coordinator {
                 if g.protocol_type.as_deref() != Some(CONSUMER_PROTOCOL) {
                     return Err(NON_EMPTY_GROUP);
                 }
-                let protocol = g.protocol.clone().unwrap_or_default();
+                // Before the first join completes no protocol is chosen: every
+                // protocol's subscription counts.
                 g.members
                     .values()
-                    .flat_map(|m| super::store::subscribed_topics(&m.metadata(&protocol)))
+                    .flat_map(|m| {
+                        m.protocols
+                            .iter()
+                            .filter(|(name, _)| g.protocol.as_ref().is_none_or(|p| p == name))
+                            .flat_map(|(_, meta)| super::store::subscribed_topics(meta))
+                    })
                     .collect()
             }
             _ => BTreeSet::new(),
@@ -1432,15 +1555,19 @@ impl Coordinator {
     pub fn waiting(&self) -> Vec<Token> {
         self.groups
             .values()
-            .flat_map(|g| g.members.values())
-            .flat_map(|m| m.awaiting_join.into_iter().chain(m.awaiting_sync))
+            .flat_map(|g| {
+                g.members
+                    .values()
+                    .flat_map(|m| m.awaiting_join.into_iter().chain(m.awaiting_sync))
+                    .chain(g.static_stores.iter().map(|s| s.token))
+            })
             .collect()
     }
 
     /// Name the group in StoreGroup actions made without it.
     fn fill_group(group: &str, out: &mut [Action]) {
         for a in out {
-            if let Action::StoreGroup { group: g, .. } = a {
+            if let Action::StoreGroup { group: g, .. } | Action::StoreMember { group: g, .. } = a {
                 if g.is_empty() {
                     *g = group.to_string();
                 }

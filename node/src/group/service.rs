@@ -418,6 +418,29 @@ impl Groups {
                         let _ = s.try_send(reply);
                     }
                 }
+                Action::StoreMember {
+                    group,
+                    token,
+                    value,
+                } => {
+                    let (this, shard, slot) = (self.clone(), shard.clone(), slot.clone());
+                    glommio::spawn_local(async move {
+                        let record = Record::group(&group, Some(&value));
+                        if Self::write(&shard, &slot, &[record]).await.is_err() {
+                            Self::invalidate(&slot, term);
+                            return;
+                        }
+                        let now = this.now();
+                        let actions = match slot.loaded.borrow_mut().as_mut() {
+                            Some(l) if l.term == term => {
+                                l.coordinator.static_member_stored(now, &group, token, true)
+                            }
+                            _ => return,
+                        };
+                        this.run_actions(&shard, &slot, term, actions);
+                    })
+                    .detach();
+                }
                 Action::StoreGroup {
                     group,
                     generation,
