@@ -116,6 +116,9 @@ pub struct CreateArgs {
 pub struct ListArgs {
     #[arg(long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
+    /// Also list internal topics (__consumer_offsets)
+    #[arg(long)]
+    pub internal: bool,
 }
 
 #[derive(Debug, Args)]
@@ -307,7 +310,8 @@ mod tests {
         assert!(matches!(
             cli.command,
             Command::Topic(TopicCommand::List(ListArgs {
-                output: Output::Json
+                output: Output::Json,
+                internal: false,
             }))
         ));
     }

@@ -56,7 +56,9 @@ pub fn run(cli: &Cli) -> Result<String> {
             unreachable!("handled above")
         }
         Command::Topic(TopicCommand::Create(args)) => topic::create(&mut client, args),
-        Command::Topic(TopicCommand::List(args)) => topic::list(&mut client, args.output),
+        Command::Topic(TopicCommand::List(args)) => {
+            topic::list(&mut client, args.output, args.internal)
+        }
         Command::Topic(TopicCommand::Describe(args)) => {
             topic::describe(&mut client, &args.name, args.output)
         }

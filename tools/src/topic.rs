@@ -339,8 +339,12 @@ pub fn delete(client: &mut Client, name: &str) -> Result<String> {
     Ok(format!("deleted topic {name}\n"))
 }
 
-pub fn list(client: &mut Client, output: Output) -> Result<String> {
-    let metadata = fetch_metadata(client, None)?;
+/// Every topic; internal ones (the broker marks them) only with `internal`.
+pub fn list(client: &mut Client, output: Output, internal: bool) -> Result<String> {
+    let mut metadata = fetch_metadata(client, None)?;
+    if !internal {
+        metadata.topics.retain(|t| !t.internal);
+    }
     Ok(match output {
         Output::Text => render_list_text(&metadata.topics),
         Output::Json => format!("{}\n", render_list_json(&metadata.topics)),
