@@ -68,7 +68,7 @@ def main():
     log = open(os.path.join(ROOT, "target", "bench-node.log"), "w")
     proc = subprocess.Popen(
         [node, "--data-dir", os.path.join(data, "node"), "--kafka-addr", f"127.0.0.1:{port}",
-         "--cores", args.cores],
+         "--cores", args.cores, "--admin-addr", "127.0.0.1:0"],
         stdout=log, stderr=log,
     )
     try:

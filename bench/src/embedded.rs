@@ -52,6 +52,9 @@ impl EmbeddedNode {
             dir.path().display().to_string(),
             "--kafka-addr".to_owned(),
             addr.to_string(),
+            // No admin HTTP server: it would take a fixed port beside a real node.
+            "--admin-addr".to_owned(),
+            "none".to_owned(),
         ];
         if let Some(shards) = options.shards {
             if shards == 0 {

@@ -22,6 +22,6 @@ pub mod tail_cache;
 pub use config::LogConfig;
 pub use error::{BatchError, Error, Result};
 pub use log::{AppendOutcome, Log, LogStats, RetentionOutcome};
-pub use storage::dma::DmaStorage;
+pub use storage::dma::{DmaStorage, IoObserver};
 pub use storage::sim::SimStorage;
 pub use storage::{Storage, StorageFile};

@@ -14,7 +14,10 @@
 //! data_dir = "./strand-data"
 //! kafka_addr = "0.0.0.0:9092"
 //! advertised_kafka_addr = "strand-0.strand:9092"
-//! cores = "0-3"            # or a shard count: cores = 4
+//! admin_addr = "0.0.0.0:9644"   # /metrics, /healthz, /readyz, /drain; "none": no admin server
+//! cores = "0-3"            # or a shard count: cores = 4; or cores = "affinity": one
+//!                          # pinned shard per CPU of this process's affinity mask
+//!                          # (a Kubernetes pod's exclusive CPUs under the static CPU manager)
 //! auto_create_topics = true
 //! default_partitions = 1
 //! max_message_bytes = 1048588
@@ -61,6 +64,13 @@ const NODE_ID_DEFAULT: u32 = 0;
 const CLUSTER_ID_DEFAULT: &str = "strand-dev";
 const DATA_DIR_DEFAULT: &str = "./strand-data";
 const KAFKA_ADDR_DEFAULT: &str = "127.0.0.1:9092";
+/// The admin HTTP server (Prometheus /metrics, /healthz, /readyz, /drain): Redpanda's
+/// admin port, on every interface so that Prometheus and the kubelet reach it.
+const ADMIN_ADDR_DEFAULT: &str = "0.0.0.0:9644";
+/// The `admin_addr` value that turns the admin server off.
+const ADMIN_ADDR_NONE: &str = "none";
+/// The `cores` value that pins one shard to each CPU of the process's affinity mask.
+const CORES_AFFINITY: &str = "affinity";
 const AUTO_CREATE_TOPICS_DEFAULT: bool = true;
 const DEFAULT_PARTITIONS_DEFAULT: u32 = 1;
 /// Kafka's `message.max.bytes` default.
@@ -127,8 +137,10 @@ const _: () = assert!(GROUP_MAX_SESSION_TIMEOUT_MS_DEFAULT <= GROUP_SESSION_TIME
 const _: () = assert!(3 * PROFILE_WRITE_BUFFER_BYTES_MIN <= IO_MEMORY_BYTES_MIN);
 
 const ADDR_FIX: &str = "expected HOST:PORT with a port 1-65535, e.g. 127.0.0.1:9092";
-const CORES_FIX: &str =
-    "expected a shard count 1-256 (unpinned) or a CPU list such as 0-3 or 0,2,4-5 (pinned)";
+const ADMIN_ADDR_FIX: &str = "expected HOST:PORT with a port 0-65535 (0: any free port), \
+    e.g. 0.0.0.0:9644 or 127.0.0.1:0, or none to turn the admin server off";
+const CORES_FIX: &str = "expected a shard count 1-256 (unpinned), a CPU list such as 0-3 or \
+    0,2,4-5 (pinned), or affinity (one pinned shard per CPU this process may run on)";
 
 /// Why the configuration was refused. Every variant names what to change.
 #[derive(Debug, thiserror::Error)]
@@ -215,6 +227,79 @@ impl Cores {
         }
         Ok(Cores::Pinned(cpus))
     }
+
+    /// Whether `value` asks for the CPUs of the affinity mask (`affinity`, any case).
+    fn is_affinity(value: &str) -> bool {
+        value.trim().eq_ignore_ascii_case(CORES_AFFINITY)
+    }
+
+    /// `affinity`: one shard pinned to each CPU that `read_affinity` reports (ascending).
+    fn from_affinity(
+        field: &str,
+        value: &str,
+        read_affinity: fn() -> io::Result<Vec<usize>>,
+    ) -> Result<Self, ConfigError> {
+        let bad = |why: String| {
+            ConfigError::invalid(
+                field,
+                value,
+                format!("{why}; give a shard count such as 4 or a CPU list such as 0-3 instead"),
+            )
+        };
+        let mut cpus = read_affinity().map_err(|e| {
+            bad(format!(
+                "cannot read this process's CPU affinity mask ({e})"
+            ))
+        })?;
+        cpus.sort_unstable();
+        cpus.dedup();
+        if cpus.is_empty() {
+            return Err(bad("this process's CPU affinity mask is empty".to_string()));
+        }
+        if cpus.len() > SHARDS_MAX {
+            return Err(bad(format!(
+                "this process's CPU affinity mask has {} CPUs, more than the {SHARDS_MAX} \
+                 shards a node runs",
+                cpus.len()
+            )));
+        }
+        Ok(Cores::Pinned(cpus))
+    }
+}
+
+/// The CPUs the calling thread may run on (`sched_getaffinity`), ascending. At
+/// startup that is the main thread, whose mask is the process's: what `taskset`, a
+/// cgroup cpuset or Kubernetes' static CPU manager granted.
+fn affinity_cpus() -> io::Result<Vec<usize>> {
+    type Word = libc::c_ulong;
+    const WORD_BITS: usize = Word::BITS as usize;
+    // The kernel refuses a mask smaller than its CPU id space (EINVAL); start at
+    // glibc's `cpu_set_t` (1024 CPUs) and grow.
+    let mut words = std::mem::size_of::<libc::cpu_set_t>() / std::mem::size_of::<Word>();
+    loop {
+        let mut mask: Vec<Word> = vec![0; words];
+        let bytes = words * std::mem::size_of::<Word>();
+        // SAFETY: `mask` is `bytes` long, writable and aligned like `cpu_set_t` (an
+        // array of unsigned longs); the kernel writes at most `bytes` into it.
+        let rc = unsafe { libc::sched_getaffinity(0, bytes, mask.as_mut_ptr().cast()) };
+        if rc == 0 {
+            let cpus = mask
+                .iter()
+                .enumerate()
+                .flat_map(|(i, &word)| {
+                    (0..WORD_BITS)
+                        .filter(move |bit| word & (1 << bit) != 0)
+                        .map(move |bit| i * WORD_BITS + bit)
+                })
+                .collect();
+            return Ok(cpus);
+        }
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EINVAL) || words >= 1 << 16 {
+            return Err(err);
+        }
+        words *= 2;
+    }
 }
 
 /// `a-b` or `a` (with `a <= b`), as an inclusive range.
@@ -270,8 +355,9 @@ impl fmt::Display for Cores {
     version,
     about = "Strand: a Kafka-compatible streaming node",
     long_about = "Strand: a Kafka-compatible streaming node.\n\n\
-        With no arguments the node serves Kafka on 127.0.0.1:9092 and keeps its data in \
-        ./strand-data. Settings come from flags, then STRAND_* environment variables, then \
+        With no arguments the node serves Kafka on 127.0.0.1:9092, its admin HTTP server \
+        (metrics, health, drain) on 0.0.0.0:9644, and keeps its data in ./strand-data. \
+        Settings come from flags, then STRAND_* environment variables, then \
         the TOML file given by --config, then the built-in defaults."
 )]
 pub struct Args {
@@ -292,9 +378,18 @@ pub struct Args {
     #[arg(long, env = "STRAND_ADVERTISED_KAFKA_ADDR", value_name = "HOST:PORT")]
     pub advertised_kafka_addr: Option<String>,
 
-    /// Shards to run: a count N (unpinned) or a CPU list like 0-3 or 0,2,4-5 (one shard
-    /// pinned to each listed CPU) [default: the number of available CPUs, unpinned]
-    #[arg(long, env = "STRAND_CORES", value_name = "N|LIST")]
+    /// Address the admin HTTP server (Prometheus /metrics, /healthz, /readyz, /drain)
+    /// binds; port 0 takes any free port, `none` turns the server off
+    /// [default: 0.0.0.0:9644]
+    #[arg(long, env = "STRAND_ADMIN_ADDR", value_name = "HOST:PORT|none")]
+    pub admin_addr: Option<String>,
+
+    /// Shards to run: a count N (unpinned), a CPU list like 0-3 or 0,2,4-5 (one shard
+    /// pinned to each listed CPU), or `affinity` (one shard pinned to each CPU of this
+    /// process's affinity mask, ascending: a Kubernetes pod's exclusive CPUs under the
+    /// static CPU manager, or what taskset granted) [default: the number of available
+    /// CPUs, unpinned]
+    #[arg(long, env = "STRAND_CORES", value_name = "N|LIST|affinity")]
     pub cores: Option<String>,
 
     /// This node's id in the cluster (Kafka broker id) [default: 0]
@@ -413,6 +508,7 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     kafka_addr: Option<String>,
     advertised_kafka_addr: Option<String>,
+    admin_addr: Option<String>,
     cores: Option<CoresSetting>,
     auto_create_topics: Option<bool>,
     default_partitions: Option<u32>,
@@ -451,8 +547,8 @@ struct FileLogConfig {
     retention_ms: Option<i64>,
 }
 
-/// `cores` in the file: an integer count or a CPU-list string, kept as text so the
-/// file and the flag go through the same parser.
+/// `cores` in the file: an integer count, a CPU-list string or `"affinity"`, kept as
+/// text so the file and the flag go through the same parser.
 #[derive(Debug)]
 struct CoresSetting(String);
 
@@ -462,7 +558,7 @@ impl<'de> Deserialize<'de> for CoresSetting {
         impl serde::de::Visitor<'_> for Visitor {
             type Value = CoresSetting;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a shard count (4) or a CPU list string (\"0-3\")")
+                f.write_str("a shard count (4), a CPU list string (\"0-3\") or \"affinity\"")
             }
             fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<CoresSetting, E> {
                 Ok(CoresSetting(v.to_string()))
@@ -502,6 +598,9 @@ struct Machine {
     cpus_configured: usize,
     /// CPUs this process may run on: the default shard count.
     parallelism: usize,
+    /// Reads the CPUs of the affinity mask, for `cores = "affinity"`
+    /// ([`affinity_cpus`] but in tests).
+    affinity: fn() -> io::Result<Vec<usize>>,
 }
 
 impl Machine {
@@ -516,6 +615,7 @@ impl Machine {
         Machine {
             cpus_configured,
             parallelism,
+            affinity: affinity_cpus,
         }
     }
 
@@ -535,6 +635,9 @@ pub struct NodeConfig {
     pub kafka_addr: SocketAddr,
     /// Host and port clients are told to connect to (Metadata responses).
     pub advertised_kafka_addr: (String, u16),
+    /// The address the admin HTTP server (/metrics, /healthz, /readyz, /drain) binds;
+    /// port 0: any free port. None: no admin server.
+    pub admin_addr: Option<SocketAddr>,
     pub cores: Cores,
     pub auto_create_topics: bool,
     pub default_partitions: u32,
@@ -637,6 +740,7 @@ impl Default for NodeConfig {
             data_dir: PathBuf::from(DATA_DIR_DEFAULT),
             kafka_addr,
             advertised_kafka_addr: (kafka_addr.ip().to_string(), kafka_addr.port()),
+            admin_addr: Some(SocketAddr::from(([0, 0, 0, 0], 9644))),
             cores: Machine::this().cores_default(),
             auto_create_topics: AUTO_CREATE_TOPICS_DEFAULT,
             default_partitions: DEFAULT_PARTITIONS_DEFAULT,
@@ -692,7 +796,15 @@ impl NodeConfig {
             listen_host,
             kafka_addr,
         )?;
+        let admin_addr_text = args
+            .admin_addr
+            .or(file.admin_addr)
+            .unwrap_or_else(|| ADMIN_ADDR_DEFAULT.to_string());
+        let admin_addr = resolve_admin_addr(&admin_addr_text)?;
         let cores = match args.cores.or(file.cores.map(|c| c.0)) {
+            Some(text) if Cores::is_affinity(&text) => {
+                Cores::from_affinity("cores", &text, machine.affinity)?
+            }
             Some(text) => Cores::parse("cores", &text, machine.cpus_configured)?,
             None => machine.cores_default(),
         };
@@ -760,6 +872,7 @@ impl NodeConfig {
                 .unwrap_or_else(|| PathBuf::from(DATA_DIR_DEFAULT)),
             kafka_addr,
             advertised_kafka_addr,
+            admin_addr,
             cores,
             auto_create_topics: (args.auto_create_topics.or(file.auto_create_topics))
                 .unwrap_or(AUTO_CREATE_TOPICS_DEFAULT),
@@ -781,8 +894,26 @@ impl NodeConfig {
         Ok(config)
     }
 
-    /// Checks of the plain values; addresses and cores are checked as they are parsed.
+    /// Checks of the plain values; addresses and cores are checked as they are parsed
+    /// (but for the admin and Kafka listeners sharing a port).
     fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(admin) = self.admin_addr {
+            let kafka = self.kafka_addr;
+            if admin.port() != 0
+                && admin.port() == kafka.port()
+                && binds_overlap(admin.ip(), kafka.ip())
+            {
+                return Err(ConfigError::invalid(
+                    "admin_addr",
+                    admin,
+                    format!(
+                        "kafka_addr ({kafka}) listens on the same port: give the admin server \
+                         another port, e.g. {}, or 0 for any free port, or none to turn it off",
+                        SocketAddr::new(admin.ip(), 9644)
+                    ),
+                ));
+            }
+        }
         if self.node_id > NODE_ID_MAX {
             return Err(ConfigError::invalid(
                 "node_id",
@@ -960,6 +1091,14 @@ impl NodeConfig {
             ("data_dir", self.data_dir.display().to_string()),
             ("kafka_addr", self.kafka_addr.to_string()),
             ("advertised_kafka_addr", host_port(host, *port)),
+            (
+                "admin_addr",
+                match self.admin_addr {
+                    None => "none (no admin server)".to_string(),
+                    Some(addr) if addr.port() == 0 => format!("{addr} (any free port)"),
+                    Some(addr) => addr.to_string(),
+                },
+            ),
             ("cores", cores),
             ("auto_create_topics", self.auto_create_topics.to_string()),
             ("default_partitions", self.default_partitions.to_string()),
@@ -1236,7 +1375,16 @@ impl DiskProfile {
 /// Split `HOST:PORT` (IPv6 hosts in brackets: `[::1]:9092`) into a bare host and a
 /// port 1-65535.
 fn split_host_port(field: &str, value: &str) -> Result<(String, u16), ConfigError> {
-    let bad = || ConfigError::invalid(field, value, ADDR_FIX);
+    let (host, port) = split_host_any_port(field, value, ADDR_FIX)?;
+    if port == 0 {
+        return Err(ConfigError::invalid(field, value, ADDR_FIX));
+    }
+    Ok((host, port))
+}
+
+/// [`split_host_port`], but port 0 is accepted and a refusal gives `fix`.
+fn split_host_any_port(field: &str, value: &str, fix: &str) -> Result<(String, u16), ConfigError> {
+    let bad = || ConfigError::invalid(field, value, fix);
     let (host, port) = value.trim().rsplit_once(':').ok_or_else(bad)?;
     let host = match host.strip_prefix('[') {
         Some(rest) => rest.strip_suffix(']').ok_or_else(bad)?,
@@ -1248,40 +1396,66 @@ fn split_host_port(field: &str, value: &str) -> Result<(String, u16), ConfigErro
         return Err(bad());
     }
     let port: u16 = port.parse().map_err(|_| bad())?;
-    if port == 0 {
-        return Err(bad());
-    }
     Ok((host.to_string(), port))
 }
 
-/// The listen address as typed (host part) and resolved. A name resolving to both
-/// families binds the IPv4 address.
+/// The listen address as typed (host part) and resolved.
 fn resolve_listen_addr(value: &str) -> Result<(String, SocketAddr), ConfigError> {
     let (host, port) = split_host_port("kafka_addr", value)?;
+    let addr = resolve_bind_host("kafka_addr", value, &host, port, KAFKA_ADDR_DEFAULT)?;
+    Ok((host, addr))
+}
+
+/// The admin server's address: `none` (any case) turns it off; port 0 is any free port.
+fn resolve_admin_addr(value: &str) -> Result<Option<SocketAddr>, ConfigError> {
+    if value.trim().eq_ignore_ascii_case(ADMIN_ADDR_NONE) {
+        return Ok(None);
+    }
+    let (host, port) = split_host_any_port("admin_addr", value, ADMIN_ADDR_FIX)?;
+    resolve_bind_host("admin_addr", value, &host, port, ADMIN_ADDR_DEFAULT).map(Some)
+}
+
+/// `host` (an IP address or a name) and `port` as an address to bind; `value` is the
+/// setting as typed and `example` a good one, for the error. A name resolving to both
+/// families binds the IPv4 address.
+fn resolve_bind_host(
+    field: &str,
+    value: &str,
+    host: &str,
+    port: u16,
+    example: &str,
+) -> Result<SocketAddr, ConfigError> {
     if let Ok(ip) = host.parse::<IpAddr>() {
-        return Ok((host, SocketAddr::new(ip, port)));
+        return Ok(SocketAddr::new(ip, port));
     }
     let unresolved = |why: String| {
         ConfigError::invalid(
-            "kafka_addr",
+            field,
             value,
             format!(
                 "{why}; use an IP address or a name this machine resolves, \
-                 e.g. 127.0.0.1:9092"
+                 e.g. {example}"
             ),
         )
     };
-    let addrs: Vec<SocketAddr> = (host.as_str(), port)
+    let addrs: Vec<SocketAddr> = (host, port)
         .to_socket_addrs()
         .map_err(|e| unresolved(format!("{host} does not resolve ({e})")))?
         .collect();
-    let addr = addrs
+    addrs
         .iter()
         .find(|a| a.is_ipv4())
         .or(addrs.first())
         .copied()
-        .ok_or_else(|| unresolved(format!("{host} resolves to no address")))?;
-    Ok((host, addr))
+        .ok_or_else(|| unresolved(format!("{host} resolves to no address")))
+}
+
+/// Whether listeners bound to `a` and `b` on one port collide: the same address, or
+/// one is a wildcard covering the other (`::` covers IPv4 too, as Linux binds it
+/// dual-stack; `0.0.0.0` covers only IPv4).
+fn binds_overlap(a: IpAddr, b: IpAddr) -> bool {
+    let covers = |x: IpAddr, y: IpAddr| x.is_unspecified() && (x.is_ipv6() || y.is_ipv4());
+    a == b || covers(a, b) || covers(b, a)
 }
 
 fn resolve_advertised_addr(
@@ -1358,6 +1532,7 @@ mod tests {
     const MACHINE: Machine = Machine {
         cpus_configured: 8,
         parallelism: 6,
+        affinity: affinity_cpus,
     };
 
     fn parse(argv: &[&str]) -> Args {
@@ -1401,6 +1576,10 @@ mod tests {
             "127.0.0.1:9092".parse::<SocketAddr>().expect("addr")
         );
         assert_eq!(c.advertised_kafka_addr, ("127.0.0.1".to_string(), 9092));
+        assert_eq!(
+            c.admin_addr,
+            Some("0.0.0.0:9644".parse::<SocketAddr>().expect("addr"))
+        );
         assert_eq!(c.data_dir, PathBuf::from("./strand-data"));
         assert_eq!(c.node_id, 0);
         assert_eq!(c.cluster_id, "strand-dev");
@@ -1440,6 +1619,7 @@ mod tests {
         let big = Machine {
             cpus_configured: 1024,
             parallelism: 1024,
+            ..MACHINE
         };
         let c = NodeConfig::resolve(Args::default(), FileConfig::default(), big).expect("ok");
         assert_eq!(c.cores, Cores::Count(SHARDS_MAX));
@@ -1454,6 +1634,8 @@ mod tests {
             "127.0.0.2:19092",
             "--advertised-kafka-addr",
             "broker-1.example.com:29092",
+            "--admin-addr",
+            "127.0.0.2:19644",
             "--cores",
             "0,2,4-5",
             "--node-id",
@@ -1493,6 +1675,10 @@ mod tests {
             c.advertised_kafka_addr,
             ("broker-1.example.com".to_string(), 29092)
         );
+        assert_eq!(
+            c.admin_addr,
+            Some("127.0.0.2:19644".parse::<SocketAddr>().expect("addr"))
+        );
         assert_eq!(c.cores, Cores::Pinned(vec![0, 2, 4, 5]));
         assert_eq!(c.node_id, 7);
         assert_eq!(c.cluster_id, "prod-1");
@@ -1522,6 +1708,7 @@ mod tests {
             ("data_dir", "STRAND_DATA_DIR"),
             ("kafka_addr", "STRAND_KAFKA_ADDR"),
             ("advertised_kafka_addr", "STRAND_ADVERTISED_KAFKA_ADDR"),
+            ("admin_addr", "STRAND_ADMIN_ADDR"),
             ("cores", "STRAND_CORES"),
             ("node_id", "STRAND_NODE_ID"),
             ("auto_create_topics", "STRAND_AUTO_CREATE_TOPICS"),
@@ -1586,7 +1773,10 @@ mod tests {
             "--data-dir",
             "--kafka-addr",
             "--advertised-kafka-addr",
+            "--admin-addr",
+            "STRAND_ADMIN_ADDR",
             "--cores",
+            "affinity",
             "--node-id",
             "STRAND_AUTO_CREATE_TOPICS",
             "--offsets-topic-partitions",
@@ -1606,6 +1796,7 @@ mod tests {
         let f = file(
             r#"
             kafka_addr = "127.0.0.1:1111"
+            admin_addr = "127.0.0.1:3333"
             data_dir = "/from/file"
             node_id = 3
             cores = 2
@@ -1619,6 +1810,7 @@ mod tests {
         );
         let args = Args {
             kafka_addr: Some("127.0.0.1:2222".into()),
+            admin_addr: Some("none".into()),
             node_id: Some(4),
             auto_create_topics: Some(false),
             offsets_topic_partitions: Some(32),
@@ -1628,6 +1820,10 @@ mod tests {
         let c = resolve(args, f).expect("valid");
         assert_eq!(c.kafka_addr.port(), 2222);
         assert_eq!(c.advertised_kafka_addr.1, 2222);
+        assert_eq!(
+            c.admin_addr, None,
+            "the flag's none beats the file's address"
+        );
         assert_eq!(c.node_id, 4);
         assert!(!c.auto_create_topics);
         // Not given as flags: the file's values.
@@ -1651,6 +1847,7 @@ mod tests {
                 data_dir = "/d"
                 kafka_addr = "0.0.0.0:9093"
                 advertised_kafka_addr = "[2001:db8::1]:9093"
+                admin_addr = "[::1]:0"
                 cores = "0-3"
                 auto_create_topics = false
                 default_partitions = 3
@@ -1675,6 +1872,10 @@ mod tests {
             "0.0.0.0:9093".parse::<SocketAddr>().expect("addr")
         );
         assert_eq!(c.advertised_kafka_addr, ("2001:db8::1".to_string(), 9093));
+        assert_eq!(
+            c.admin_addr,
+            Some("[::1]:0".parse::<SocketAddr>().expect("addr"))
+        );
         assert_eq!(c.cores, Cores::Pinned(vec![0, 1, 2, 3]));
         assert!(!c.auto_create_topics);
         assert_eq!(c.default_partitions, 3);
@@ -1758,6 +1959,8 @@ mod tests {
         assert!(err.to_string().contains("node_id"), "{err}");
         let err = FileConfig::parse(Path::new("n.toml"), "cores = true\n").expect_err("bad");
         assert!(err.to_string().contains("cores"), "{err}");
+        let err = FileConfig::parse(Path::new("n.toml"), "admin_addr = 9644\n").expect_err("bad");
+        assert!(err.to_string().contains("admin_addr"), "{err}");
     }
 
     #[test]
@@ -1810,6 +2013,132 @@ mod tests {
             resolve_flags(&["--advertised-kafka-addr", "broker:70000"]),
             "advertised_kafka_addr",
         );
+        let msg = error_of(resolve_flags(&["--admin-addr", "9644"]));
+        assert_eq!(
+            msg,
+            "invalid config: admin_addr = \"9644\": expected HOST:PORT with a port 0-65535 \
+             (0: any free port), e.g. 0.0.0.0:9644 or 127.0.0.1:0, or none to turn the admin \
+             server off"
+        );
+        for bad in [
+            "127.0.0.1",
+            ":9644",
+            "127.0.0.1:65536",
+            "127.0.0.1:-1",
+            "127.0.0.1:metrics",
+            "::1:9644",
+            "[::1:9644",
+            "off",
+            "",
+            "no-such-host.invalid:9644",
+        ] {
+            assert_invalid(resolve_flags(&["--admin-addr", bad]), "admin_addr");
+        }
+        assert_invalid(
+            resolve(Args::default(), file("admin_addr = \"nowhere\"\n")),
+            "admin_addr",
+        );
+    }
+
+    #[test]
+    fn admin_addr_takes_any_port_a_name_or_none() {
+        let addr = |text: &str| {
+            resolve_flags(&["--admin-addr", text])
+                .unwrap_or_else(|e| panic!("{text}: {e}"))
+                .admin_addr
+        };
+        let sock = |text: &str| Some(text.parse::<SocketAddr>().expect("addr"));
+        assert_eq!(addr("127.0.0.1:0"), sock("127.0.0.1:0"), "0: any free port");
+        assert_eq!(addr(" 0.0.0.0:9645 "), sock("0.0.0.0:9645"));
+        assert_eq!(addr("[::]:9644"), sock("[::]:9644"));
+        for none in ["none", "NONE", " None "] {
+            assert_eq!(addr(none), None, "{none:?}");
+        }
+        let resolved = addr("localhost:9644").expect("enabled");
+        assert!(resolved.ip().is_loopback(), "{resolved}");
+        assert_eq!(resolved.port(), 9644);
+        let c = resolve(Args::default(), file("admin_addr = \"none\"\n")).expect("valid");
+        assert_eq!(c.admin_addr, None);
+        // Port 0 never collides with the Kafka listener, nor do other addresses or
+        // the other family's wildcard.
+        for ok in [
+            ["127.0.0.1:9092", "0.0.0.0:0"],
+            ["127.0.0.1:9092", "127.0.0.2:9092"],
+            ["[::1]:9092", "0.0.0.0:9092"],
+        ] {
+            resolve_flags(&["--kafka-addr", ok[0], "--admin-addr", ok[1]])
+                .unwrap_or_else(|e| panic!("{ok:?}: {e}"));
+        }
+    }
+
+    #[test]
+    fn cores_affinity_pins_a_shard_to_each_cpu_of_the_mask() {
+        // The test thread's own mask, as the kernel lists it (e.g. "0-3,8").
+        let status = std::fs::read_to_string("/proc/thread-self/status")
+            .or_else(|_| std::fs::read_to_string("/proc/self/status"))
+            .expect("read /proc status");
+        let list = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .expect("Cpus_allowed_list")
+            .trim();
+        let want: Vec<usize> = list
+            .split(',')
+            .flat_map(|part| {
+                let (lo, hi) = parse_cpu_range(part).expect("kernel CPU list");
+                lo..=hi
+            })
+            .collect();
+        assert!(!want.is_empty());
+        assert_eq!(affinity_cpus().expect("sched_getaffinity"), want);
+        let want = Cores::Pinned(want.into_iter().take(SHARDS_MAX).collect());
+        if want.shard_count() == SHARDS_MAX {
+            return; // A huge machine: "affinity" refuses the mask, checked below.
+        }
+        // The flag (and so STRAND_CORES), any case.
+        for text in ["affinity", " Affinity "] {
+            let c = resolve_flags(&["--cores", text]).expect(text);
+            assert_eq!(c.cores, want, "{text}");
+        }
+        // The file, beaten by the flag.
+        let c = resolve(Args::default(), file("cores = \"affinity\"\n")).expect("valid");
+        assert_eq!(c.cores, want);
+        let args = Args {
+            cores: Some("2".into()),
+            ..Args::default()
+        };
+        let c = resolve(args, file("cores = \"affinity\"\n")).expect("valid");
+        assert_eq!(c.cores, Cores::Count(2));
+    }
+
+    #[test]
+    fn cores_affinity_sorts_the_mask_and_refuses_what_it_cannot_use() {
+        let machine = |affinity: fn() -> io::Result<Vec<usize>>| Machine {
+            affinity,
+            ..MACHINE
+        };
+        let with = |affinity| {
+            let args = parse(&["--cores", "affinity"]);
+            NodeConfig::resolve(args, FileConfig::default(), machine(affinity))
+        };
+        // CPUs beyond cpus_configured are the kernel's word, not checked against it.
+        let c = with(|| Ok(vec![9, 3, 4])).expect("valid");
+        assert_eq!(c.cores, Cores::Pinned(vec![3, 4, 9]));
+
+        let msg = error_of(with(|| Err(io::Error::from_raw_os_error(libc::EPERM))));
+        assert!(
+            msg.starts_with("invalid config: cores = \"affinity\": cannot read this process's CPU affinity mask ("),
+            "{msg}"
+        );
+        assert!(msg.contains("a shard count such as 4"), "{msg}");
+        assert!(msg.contains("a CPU list such as 0-3"), "{msg}");
+        assert_invalid(
+            with(|| Err(io::Error::from_raw_os_error(libc::EPERM))),
+            "cores",
+        );
+        assert_invalid(with(|| Ok(Vec::new())), "cores");
+        let msg = error_of(with(|| Ok((0..SHARDS_MAX + 1).collect())));
+        assert!(msg.contains("257 CPUs"), "{msg}");
     }
 
     #[test]
@@ -1921,7 +2250,27 @@ mod tests {
 
     #[test]
     fn out_of_range_values_name_the_field() {
-        let cases: [(&[&str], &str); 17] = [
+        let cases: [(&[&str], &str); 20] = [
+            // The admin server on the Kafka listener's port.
+            (&["--admin-addr", "127.0.0.1:9092"], "admin_addr"),
+            (
+                &[
+                    "--kafka-addr",
+                    "127.0.0.1:9000",
+                    "--admin-addr",
+                    "0.0.0.0:9000",
+                ],
+                "admin_addr",
+            ),
+            (
+                &[
+                    "--kafka-addr",
+                    "127.0.0.1:9000",
+                    "--admin-addr",
+                    "[::]:9000",
+                ],
+                "admin_addr",
+            ),
             (&["--node-id", "2147483648"], "node_id"),
             (&["--cluster-id", ""], "cluster_id"),
             (&["--cluster-id", "has space"], "cluster_id"),
@@ -2149,9 +2498,10 @@ mod tests {
         };
         let c = resolve_flags(&["--cores", "0-1,4"]).expect("valid");
         let got = rows(&c);
-        assert_eq!(got.len(), 32, "one line per setting: {got:?}");
+        assert_eq!(got.len(), 33, "one line per setting: {got:?}");
         for (key, value) in [
             ("kafka_addr", "127.0.0.1:9092"),
+            ("admin_addr", "0.0.0.0:9644"),
             ("advertised_kafka_addr", "127.0.0.1:9092"),
             ("cores", "3 shards pinned to CPUs 0-1,4"),
             ("data_dir", "./strand-data"),
@@ -2178,6 +2528,14 @@ mod tests {
             "[::1]:9092".to_string(),
         );
         assert!(rows(&c).contains(&want));
+        for (flag, want) in [
+            ("none", "none (no admin server)"),
+            ("127.0.0.1:0", "127.0.0.1:0 (any free port)"),
+        ] {
+            let c = resolve_flags(&["--admin-addr", flag]).expect("valid");
+            let want = ("admin_addr".to_string(), want.to_string());
+            assert!(rows(&c).contains(&want), "{flag}: {:?}", rows(&c));
+        }
     }
 
     /// A profile as `strand disk probe --out` writes it (measurements trimmed).

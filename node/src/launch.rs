@@ -82,6 +82,8 @@ pub fn start(mut config: NodeConfig) -> Result<Node, String> {
         shutdown: AtomicBool::new(false),
         next_producer_id: AtomicI64::new(producer_id_base(now_ms, config.node_id)),
         drained: std::sync::atomic::AtomicUsize::new(0),
+        metrics: crate::metrics::Metrics::new(),
+        draining: AtomicBool::new(false),
     });
     let mesh = MeshBuilder::full(shards, 1024);
     let mut handles = Vec::with_capacity(shards);

@@ -60,6 +60,11 @@ pub enum Op {
     },
     /// The groups of every offsets partition the receiving shard coordinates.
     ListGroups,
+    /// Leadership and connection counts of the receiving shard (for /metrics and
+    /// liveness: answering proves the shard's executor runs).
+    Stats,
+    /// Move the receiving shard's leaderships away (admin drain), then its stats.
+    DrainStep,
     /// Hand a partition's leadership to its preferred replica (answered with
     /// `OpResult::Admin`).
     ElectPreferred {
@@ -98,6 +103,18 @@ pub enum AdminOp {
     },
 }
 
+/// One shard's counts for the admin endpoints.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ShardStats {
+    /// Partitions led (the controller's group not counted).
+    pub leaders: usize,
+    pub under_replicated: usize,
+    /// Leaderships that could move to another node (replicated groups led here,
+    /// the controller's included): what a drain waits to reach zero.
+    pub movable: usize,
+    pub connections: usize,
+}
+
 /// Partition sizes and offsets for status reports.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PartitionStatus {
@@ -123,6 +140,7 @@ pub enum OpResult {
     /// Kafka error code and message (0 and None on success).
     Admin(i16, Option<String>),
     Group(crate::group::service::GroupReply),
+    Stats(ShardStats),
     Done,
 }
 

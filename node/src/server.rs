@@ -87,8 +87,17 @@ pub async fn serve(shard: Rc<Shard>) -> Result<(), String> {
         .map_err(|e| format!("cannot listen for Kafka clients on {addr}: {e}"))?;
     if shard.id == 0 {
         let c = shard.config();
+        let admin = match c.admin_addr {
+            Some(a) => {
+                let listener = crate::admin::bind(a)?;
+                let bound = listener.local_addr().map_or(a, |b| b);
+                glommio::spawn_local(crate::admin::serve(shard.clone(), listener)).detach();
+                format!("admin HTTP on {bound}")
+            }
+            None => "no admin HTTP".to_string(),
+        };
         eprintln!(
-            "strand-node {}: Kafka API on {} (advertised as {}:{}), data in {}, {} shard(s)",
+            "strand-node {}: Kafka API on {} (advertised as {}:{}), {admin}, data in {}, {} shard(s)",
             c.node_id,
             addr,
             c.advertised_kafka_addr.0,
@@ -214,7 +223,10 @@ async fn connection(shard: &Rc<Shard>, stream: TcpStream) -> std::io::Result<()>
             let _permits = permits;
             let (key, version, correlation_id) =
                 (request.api_key, request.api_version, request.correlation_id);
-            let body = kafka::handle(&shard2, request, peer).await?;
+            let started = std::time::Instant::now();
+            let body = kafka::handle(&shard2, request, peer).await;
+            crate::kafka::observe(&shard2, key, started.elapsed(), body.as_ref());
+            let body = body?;
             match encode_response(correlation_id, key, version, &body) {
                 Ok(bytes) => Some(bytes),
                 Err(e) => {

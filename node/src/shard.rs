@@ -35,6 +35,9 @@ pub struct NodeShared {
     /// calls from the others until every shard has drained, so no request waits
     /// on a shard that is gone.
     pub drained: std::sync::atomic::AtomicUsize,
+    pub metrics: crate::metrics::Metrics,
+    /// Drained for maintenance (admin `POST /drain`): leaderships are moved away.
+    pub draining: AtomicBool,
 }
 
 impl NodeShared {
@@ -268,7 +271,16 @@ impl Shard {
                 acks,
                 max_message_bytes,
             } if self.cluster().is_some() => match self.replica(&topic, partition).await {
-                Ok(r) => OpResult::Produced(r.produce(records, acks, max_message_bytes).await),
+                Ok(r) => {
+                    let counts = crate::metrics::batch_counts(std::slice::from_ref(&records));
+                    let produced = r.produce(records, acks, max_message_bytes).await;
+                    if produced.error_code == errors::NONE {
+                        self.shared
+                            .metrics
+                            .count(false, self.id, &topic, partition, counts);
+                    }
+                    OpResult::Produced(produced)
+                }
                 Err(code) => OpResult::Produced(crate::partition::Produced {
                     error_code: code,
                     base_offset: -1,
@@ -282,7 +294,16 @@ impl Shard {
                 acks,
                 max_message_bytes,
             } => match self.partition(&topic, partition).await {
-                Ok(p) => OpResult::Produced(p.produce(records, acks, max_message_bytes).await),
+                Ok(p) => {
+                    let counts = crate::metrics::batch_counts(std::slice::from_ref(&records));
+                    let produced = p.produce(records, acks, max_message_bytes).await;
+                    if produced.error_code == errors::NONE {
+                        self.shared
+                            .metrics
+                            .count(false, self.id, &topic, partition, counts);
+                    }
+                    OpResult::Produced(produced)
+                }
                 Err(code) => OpResult::Produced(crate::partition::Produced {
                     error_code: code,
                     base_offset: -1,
@@ -295,7 +316,14 @@ impl Shard {
                 offset,
                 max_bytes,
             } => match self.served_partition(&topic, partition).await {
-                Ok(p) => OpResult::Fetched(p.fetch(offset, max_bytes).await),
+                Ok(p) => {
+                    let fetched = p.fetch(offset, max_bytes).await;
+                    let counts = crate::metrics::batch_counts(&fetched.batches);
+                    self.shared
+                        .metrics
+                        .count(true, self.id, &topic, partition, counts);
+                    OpResult::Fetched(fetched)
+                }
                 Err(code) => OpResult::Fetched(crate::partition::Fetched {
                     error_code: code,
                     high_watermark: -1,
@@ -351,6 +379,8 @@ impl Shard {
                 OpResult::Group(self.groups.call(self, partition, call).await)
             }
             Op::ListGroups => OpResult::Group(self.groups.list(self).await),
+            Op::Stats => OpResult::Stats(self.leadership_stats()),
+            Op::DrainStep => OpResult::Stats(self.drain_step().await),
             Op::ElectPreferred {
                 topic,
                 partition,
@@ -613,6 +643,59 @@ impl Shard {
             }
             glommio::timer::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Partitions this shard leads and how many of them are under-replicated (a
+    /// single node leads every partition it has open, none under-replicated).
+    pub fn leadership_stats(&self) -> crate::router::ShardStats {
+        let (leaders, under_replicated, movable) = match self.cluster() {
+            None => (self.partitions.borrow().len(), 0, 0),
+            Some(runtime) => {
+                let led: Vec<_> = runtime
+                    .replicas()
+                    .into_iter()
+                    .filter(|r| r.is_leader())
+                    .collect();
+                let movable = led.iter().filter(|r| r.voters.len() > 1).count();
+                let led: Vec<_> = led
+                    .into_iter()
+                    .filter(|r| r.group != CONTROLLER_GROUP)
+                    .collect();
+                let urp = led
+                    .iter()
+                    .filter(|r| r.in_sync().len() < r.voters.len())
+                    .count();
+                (led.len(), urp, movable)
+            }
+        };
+        crate::router::ShardStats {
+            leaders,
+            under_replicated,
+            movable,
+            connections: self.connections.get(),
+        }
+    }
+
+    /// One step of a drain: ask every replicated partition this shard leads to
+    /// hand its leadership to its best follower; answers how many it still leads
+    /// (single-copy partitions cannot move and are not counted).
+    pub async fn drain_step(&self) -> crate::router::ShardStats {
+        if let Some(runtime) = self.cluster() {
+            let leading: Vec<_> = runtime
+                .replicas()
+                .into_iter()
+                .filter(|r| r.is_leader() && r.voters.len() > 1 && !r.transferring())
+                .collect();
+            for r in leading {
+                if let Some(target) = r.best_follower() {
+                    glommio::spawn_local(async move {
+                        let _ = r.transfer_leadership(target).await;
+                    })
+                    .detach();
+                }
+            }
+        }
+        self.leadership_stats()
     }
 
     /// Ids of the cluster members (this node alone on a single node).
@@ -923,9 +1006,10 @@ async fn serve_shard(
         .join()
         .await
         .map_err(|e| format!("cannot join the shard mesh: {e}"))?;
-    let storage = DmaStorage::open(&config.data_dir, config.allow_tmpfs)
+    let mut storage = DmaStorage::open(&config.data_dir, config.allow_tmpfs)
         .await
         .map_err(|e| e.to_string())?;
+    storage.observe(crate::metrics::DiskObserver::new(&shared.metrics, id));
     let shard = Rc::new(Shard {
         id,
         count,

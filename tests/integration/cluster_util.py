@@ -252,7 +252,7 @@ class ClusterNode:
     """One strand-node of the cluster. Keeps its ports, data directory and TLS
     directory across restarts."""
 
-    def __init__(self, cluster, node_id, kafka_port, repl_port):
+    def __init__(self, cluster, node_id, kafka_port, repl_port, admin_port):
         self.cluster = cluster
         self.node_id = node_id
         self.root = cluster.root / f"n{node_id}"
@@ -261,6 +261,8 @@ class ClusterNode:
         self.log_path = self.root / "node.log"
         self.kafka_port = kafka_port
         self.repl_port = repl_port
+        self.admin_port = admin_port
+        self.admin = f"http://127.0.0.1:{admin_port}"
         self.proc = None
         self.starts = 0
         self.stopped = False  # SIGSTOPped
@@ -280,6 +282,7 @@ class ClusterNode:
             "--node-id", str(self.node_id),
             "--data-dir", str(data_dir or self.data_dir),
             "--kafka-addr", self.bootstrap,
+            "--admin-addr", f"127.0.0.1:{self.admin_port}",
             "--replication-addr", f"127.0.0.1:{self.repl_port}",
             "--peers", c.peers,
             "--tls-dir", str(tls_dir or self.tls_dir),
@@ -401,8 +404,9 @@ class Cluster:
         self.cluster_id = cluster_id
         self.extra_args = list(extra_args)
         self.root.mkdir(parents=True, exist_ok=True)
-        ports = pick_ports(2 * size)
-        self.nodes = [ClusterNode(self, i + 1, ports[2 * i], ports[2 * i + 1]) for i in range(size)]
+        ports = pick_ports(3 * size)
+        self.nodes = [ClusterNode(self, i + 1, ports[3 * i], ports[3 * i + 1], ports[3 * i + 2])
+                      for i in range(size)]
         self.ca_dir = self.root / "ca"
         self.make_ca(self.ca_dir, cluster_id)
         for n in self.nodes:

@@ -64,6 +64,8 @@ class Node:
         self.log_path = root / "node.log"
         self.port = free_port()
         self.bootstrap = f"127.0.0.1:{self.port}"
+        self.admin_port = free_port()
+        self.admin = f"http://127.0.0.1:{self.admin_port}"
         self.extra_args = list(extra_args)
         self.proc = None
         self.starts = 0
@@ -78,6 +80,7 @@ class Node:
             str(self.binary),
             "--data-dir", str(self.data_dir),
             "--kafka-addr", self.bootstrap,
+            "--admin-addr", f"127.0.0.1:{self.admin_port}",
             "--cores", "2",
             *self.extra_args,
         ]

@@ -165,7 +165,7 @@ def test_second_node_on_same_port_is_refused(node_factory):
     with open(second.log_path, "ab") as log:
         proc = subprocess.Popen(
             [str(second.binary), "--data-dir", str(second.data_dir), "--kafka-addr",
-             second.bootstrap, "--cores", "2"],
+             second.bootstrap, "--cores", "2", "--admin-addr", "none"],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
         rc = proc.wait(timeout=10)

@@ -149,6 +149,10 @@ pub struct NodeEntry {
     pub kafka_addr: SocketAddr,
     /// The QUIC address of shard 0; shard s listens on its port + s.
     pub replication_addr: SocketAddr,
+    /// The admin HTTP server (/metrics, /healthz, /readyz, /drain); absent in
+    /// clusters made before it existed (they run without one).
+    #[serde(default)]
+    pub admin_addr: Option<SocketAddr>,
     pub pid: Option<u32>,
     pub data_dir: PathBuf,
     pub tls_dir: PathBuf,
@@ -216,7 +220,7 @@ fn prepare_new(dir: &Path, args: &UpArgs) -> Result<ClusterFile> {
     cert::make_ca(&ca_dir, &cluster_id, CA_DAYS, false)?;
     let ports = reserve_ports(nodes, cores)?;
     let mut entries = Vec::new();
-    for (id, (kafka_addr, replication_addr)) in (1..=nodes).zip(ports) {
+    for (id, (kafka_addr, replication_addr, admin_addr)) in (1..=nodes).zip(ports) {
         let node_dir = dir.join(format!("node-{id}"));
         let tls_dir = node_dir.join("tls");
         make_node_tls(&ca_dir, id, &tls_dir)?;
@@ -227,6 +231,7 @@ fn prepare_new(dir: &Path, args: &UpArgs) -> Result<ClusterFile> {
             id,
             kafka_addr,
             replication_addr,
+            admin_addr: Some(admin_addr),
             pid: None,
             data_dir,
             tls_dir,
@@ -340,6 +345,11 @@ fn check_ports_free(cluster: &ClusterFile, dir: &Path) -> Result<()> {
                 node.id, node.kafka_addr
             )
         })?;
+        if let Some(admin) = node.admin_addr {
+            TcpListener::bind(admin).with_context(|| {
+                format!("node {}'s admin port {} is taken; {wipe}", node.id, admin)
+            })?;
+        }
         for port in replication_ports(node.replication_addr.port(), cluster.cores)? {
             UdpSocket::bind((node.replication_addr.ip(), port)).with_context(|| {
                 format!(
@@ -431,6 +441,11 @@ fn cluster_args(node: &NodeEntry, peers: &str, cluster: &ClusterFile) -> Vec<Str
         ("--kafka-addr", node.kafka_addr.to_string()),
         ("--cores", cluster.cores.to_string()),
         ("--replication-addr", node.replication_addr.to_string()),
+        (
+            "--admin-addr",
+            node.admin_addr
+                .map_or_else(|| "none".to_owned(), |a| a.to_string()),
+        ),
         ("--peers", peers.to_owned()),
         ("--tls-dir", node.tls_dir.display().to_string()),
         (
@@ -949,7 +964,7 @@ fn current_exe_dir() -> Option<PathBuf> {
 /// free ports for each of `nodes` nodes, all distinct. Every port is held until all are
 /// chosen and released on return; another program may take one before the nodes bind
 /// it, which the node then reports in its log.
-fn reserve_ports(nodes: u32, cores: u32) -> Result<Vec<(SocketAddr, SocketAddr)>> {
+fn reserve_ports(nodes: u32, cores: u32) -> Result<Vec<(SocketAddr, SocketAddr, SocketAddr)>> {
     let count = u16::try_from(cores).context("too many cores for one port range")?;
     let mut held = Vec::new();
     let mut out = Vec::new();
@@ -966,8 +981,11 @@ fn reserve_ports(nodes: u32, cores: u32) -> Result<Vec<(SocketAddr, SocketAddr)>
             },
             |port| UdpSocket::bind((HOST, port)),
         )?;
-        out.push((kafka.0, SocketAddr::new(HOST, base)));
-        held.push((kafka.1, sockets));
+        let admin = TcpListener::bind((HOST, 0))
+            .and_then(|l| Ok((l.local_addr()?, l)))
+            .context("finding a free TCP port on 127.0.0.1")?;
+        out.push((kafka.0, SocketAddr::new(HOST, base), admin.0));
+        held.push((kafka.1, sockets, admin.1));
     }
     Ok(out)
 }
@@ -1159,6 +1177,7 @@ mod tests {
             id,
             kafka_addr: SocketAddr::new(HOST, kafka),
             replication_addr: SocketAddr::new(HOST, replication),
+            admin_addr: None,
             pid: Some(1000 + id),
             data_dir: PathBuf::from(format!("/d/node-{id}/data")),
             tls_dir: PathBuf::from(format!("/d/node-{id}/tls")),
@@ -1267,17 +1286,19 @@ mod tests {
         assert_eq!(ports.len(), 4);
         let mut udp = HashSet::new();
         let mut tcp = HashSet::new();
-        for (kafka, replication) in &ports {
+        for (kafka, replication, admin) in &ports {
             assert_eq!(kafka.ip(), HOST);
             assert!(tcp.insert(kafka.port()), "kafka port {kafka} twice");
+            assert!(tcp.insert(admin.port()), "admin port {admin} twice");
             for port in replication_ports(replication.port(), cores).unwrap() {
                 assert!(udp.insert(port), "udp port {port} twice");
             }
         }
         assert_eq!(udp.len(), 12);
         // Released on return: the nodes can bind them.
-        let (kafka, replication) = ports[0];
+        let (kafka, replication, admin) = ports[0];
         TcpListener::bind(kafka).expect("kafka port released");
+        TcpListener::bind(admin).expect("admin port released");
         for port in replication_ports(replication.port(), cores).unwrap() {
             UdpSocket::bind((HOST, port)).expect("udp port released");
         }

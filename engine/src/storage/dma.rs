@@ -17,9 +17,25 @@ pub const IO_PROBE_FILE: &str = ".strand-io-probe";
 /// Storage on a real file system through glommio DMA files.
 ///
 /// Lives on one shard (one executor thread); every shard opens its own.
-#[derive(Debug)]
 pub struct DmaStorage {
     buffered: bool,
+    observer: Option<Rc<dyn IoObserver>>,
+}
+
+impl std::fmt::Debug for DmaStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DmaStorage")
+            .field("buffered", &self.buffered)
+            .field("observed", &self.observer.is_some())
+            .finish()
+    }
+}
+
+/// Told of every completed DMA write and fdatasync (their latency, for metrics).
+/// Called on the shard's thread, after the operation completed.
+pub trait IoObserver {
+    fn write_done(&self, bytes: usize, elapsed: std::time::Duration);
+    fn sync_done(&self, elapsed: std::time::Duration);
 }
 
 impl DmaStorage {
@@ -71,7 +87,15 @@ impl DmaStorage {
             });
         }
         let _ = file.close().await;
-        Ok(Self { buffered: on_tmpfs })
+        Ok(Self {
+            buffered: on_tmpfs,
+            observer: None,
+        })
+    }
+
+    /// Report the latency of every write and sync of files opened from now on.
+    pub fn observe(&mut self, observer: Rc<dyn IoObserver>) {
+        self.observer = Some(observer);
     }
 
     /// True when the files are not opened with O_DIRECT (tmpfs fallback).
@@ -110,10 +134,18 @@ impl WriteBuffer for DmaBuffer {
 }
 
 /// An open DMA file.
-#[derive(Debug)]
 pub struct DmaSegmentFile {
     file: DmaFile,
     path: PathBuf,
+    observer: Option<Rc<dyn IoObserver>>,
+}
+
+impl std::fmt::Debug for DmaSegmentFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DmaSegmentFile")
+            .field("path", &self.path)
+            .finish()
+    }
 }
 
 impl Storage for DmaStorage {
@@ -134,6 +166,7 @@ impl Storage for DmaStorage {
         Ok(DmaSegmentFile {
             file,
             path: path.to_path_buf(),
+            observer: self.observer.clone(),
         })
     }
 
@@ -174,7 +207,11 @@ impl StorageFile for DmaSegmentFile {
     async fn write_at(&self, buf: Rc<DmaBuffer>, pos: u64) -> io::Result<()> {
         let len = buf.len();
         debug_assert!(len.is_multiple_of(PAGE_BYTES) && pos.is_multiple_of(PAGE_BYTES as u64));
+        let started = std::time::Instant::now();
         let written = self.file.write_rc_at(buf, pos).await.map_err(glommio_io)?;
+        if let Some(o) = &self.observer {
+            o.write_done(written, started.elapsed());
+        }
         if written != len {
             // O_DIRECT writes to a regular file are all-or-nothing unless the disk
             // filled up in the middle.
@@ -194,7 +231,12 @@ impl StorageFile for DmaSegmentFile {
     }
 
     async fn sync(&self) -> io::Result<()> {
-        self.file.fdatasync().await.map_err(glommio_io)
+        let started = std::time::Instant::now();
+        self.file.fdatasync().await.map_err(glommio_io)?;
+        if let Some(o) = &self.observer {
+            o.sync_done(started.elapsed());
+        }
+        Ok(())
     }
 
     async fn allocate(&self, len: u64) -> io::Result<()> {

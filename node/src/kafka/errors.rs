@@ -24,3 +24,12 @@ pub const INVALID_PRODUCER_EPOCH: i16 = 47;
 pub const KAFKA_STORAGE_ERROR: i16 = 56;
 pub const INVALID_RECORD: i16 = 87;
 pub const UNKNOWN_TOPIC_ID: i16 = 100;
+
+/// A code's name as Kafka's protocol guide spells it in code (e.g.
+/// `NotLeaderOrFollower`), with the number: `NotLeaderOrFollower(6)`.
+pub fn name(code: i16) -> String {
+    match kafka_protocol::error::ResponseError::try_from_code(code) {
+        Some(e) => format!("{e:?}({code})"),
+        None => format!("Unknown({code})"),
+    }
+}

@@ -206,6 +206,103 @@ fn init_producer_id(
     out
 }
 
+/// Count a handled request in the metrics: per API, its latency (Produce,
+/// Fetch), and the error codes its response carries.
+pub fn observe(
+    shard: &Shard,
+    key: ApiKey,
+    elapsed: std::time::Duration,
+    response: Option<&ResponseKind>,
+) {
+    use crate::metrics::{ApiLabels, ErrorLabels, ShardLabels};
+    let m = &shard.shared.metrics;
+    let api = format!("{key:?}");
+    let labels = ShardLabels {
+        shard: shard.id as u32,
+    };
+    match key {
+        ApiKey::Produce => m
+            .produce_latency
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64()),
+        ApiKey::Fetch => m
+            .fetch_latency
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64()),
+        _ => {}
+    }
+    m.requests
+        .get_or_create(&ApiLabels {
+            shard: shard.id as u32,
+            api: api.clone(),
+        })
+        .inc();
+    let Some(response) = response else {
+        return;
+    };
+    for code in response_errors(response) {
+        m.request_errors
+            .get_or_create(&ErrorLabels {
+                shard: shard.id as u32,
+                api: api.clone(),
+                code: errors::name(code),
+            })
+            .inc();
+    }
+}
+
+/// The non-zero error codes of a response (per partition where it has them).
+fn response_errors(r: &ResponseKind) -> Vec<i16> {
+    let codes: Vec<i16> = match r {
+        ResponseKind::Produce(p) => p
+            .responses
+            .iter()
+            .flat_map(|t| t.partition_responses.iter().map(|p| p.error_code))
+            .collect(),
+        ResponseKind::Fetch(f) => std::iter::once(f.error_code)
+            .chain(
+                f.responses
+                    .iter()
+                    .flat_map(|t| t.partitions.iter().map(|p| p.error_code)),
+            )
+            .collect(),
+        ResponseKind::ListOffsets(l) => l
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+            .collect(),
+        ResponseKind::Metadata(md) => md
+            .topics
+            .iter()
+            .flat_map(|t| {
+                std::iter::once(t.error_code).chain(t.partitions.iter().map(|p| p.error_code))
+            })
+            .collect(),
+        ResponseKind::CreateTopics(c) => c.topics.iter().map(|t| t.error_code).collect(),
+        ResponseKind::DeleteTopics(d) => d.responses.iter().map(|t| t.error_code).collect(),
+        ResponseKind::FindCoordinator(f) => std::iter::once(f.error_code)
+            .chain(f.coordinators.iter().map(|c| c.error_code))
+            .collect(),
+        ResponseKind::JoinGroup(j) => vec![j.error_code],
+        ResponseKind::SyncGroup(s) => vec![s.error_code],
+        ResponseKind::Heartbeat(h) => vec![h.error_code],
+        ResponseKind::LeaveGroup(l) => std::iter::once(l.error_code)
+            .chain(l.members.iter().map(|m| m.error_code))
+            .collect(),
+        ResponseKind::OffsetCommit(o) => o
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+            .collect(),
+        ResponseKind::OffsetFetch(o) => std::iter::once(o.error_code)
+            .chain(o.groups.iter().map(|g| g.error_code))
+            .collect(),
+        ResponseKind::InitProducerId(i) => vec![i.error_code],
+        _ => Vec::new(),
+    };
+    codes.into_iter().filter(|&c| c != errors::NONE).collect()
+}
+
 /// `TopicName` from a `String`.
 pub fn topic_name(s: &str) -> kafka_protocol::messages::TopicName {
     kafka_protocol::messages::TopicName(StrBytes::from_string(s.to_string()))
