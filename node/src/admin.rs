@@ -5,7 +5,7 @@
 //! |---------|--------|
 //! | `GET /metrics` | Prometheus/OpenMetrics text (`metrics.rs`) |
 //! | `GET /healthz` | 200 when every shard's executor answers within 2 s, else 503 (liveness) |
-//! | `GET /readyz` | 200 when serving, not draining, and in a cluster the controller is known (this node is in the quorum); else 503 with the reason (readiness) |
+//! | `GET /readyz` | 200 when serving, not draining, and in a cluster the controller is known (this node is in the quorum) and every replica here is in its leader's in-sync set (caught up); else 503 with the reason (readiness) |
 //! | `POST /drain` | 202: start moving every leadership away and keep it away (maintenance) |
 //! | `GET /drain` | `{"draining":bool,"leaders":N,"done":bool}`; done = draining and nothing left to move |
 //! | `DELETE /drain` | stop draining |
@@ -293,6 +293,13 @@ async fn readyz(shard: &Rc<Shard>) -> Response {
     let answers = per_shard(shard, || Op::Stats).await;
     if answers.iter().any(Option::is_none) {
         return Response::text(503, "a shard did not answer\n");
+    }
+    let lagging: usize = answers.iter().flatten().map(|s| s.lagging).sum();
+    if lagging > 0 {
+        return Response::text(
+            503,
+            format!("catching up: {lagging} replicas here are not in sync with their leader yet\n"),
+        );
     }
     Response::text(200, "ready\n")
 }

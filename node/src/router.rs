@@ -112,6 +112,8 @@ pub struct ShardStats {
     /// Leaderships that could move to another node (replicated groups led here,
     /// the controller's included): what a drain waits to reach zero.
     pub movable: usize,
+    /// Replicas here that their leader does not count in sync (catching up).
+    pub lagging: usize,
     pub connections: usize,
 }
 

@@ -648,14 +648,22 @@ impl Shard {
     /// Partitions this shard leads and how many of them are under-replicated (a
     /// single node leads every partition it has open, none under-replicated).
     pub fn leadership_stats(&self) -> crate::router::ShardStats {
-        let (leaders, under_replicated, movable) = match self.cluster() {
-            None => (self.partitions.borrow().len(), 0, 0),
+        let (leaders, under_replicated, movable, lagging) = match self.cluster() {
+            None => (self.partitions.borrow().len(), 0, 0, 0),
             Some(runtime) => {
-                let led: Vec<_> = runtime
-                    .replicas()
-                    .into_iter()
-                    .filter(|r| r.is_leader())
-                    .collect();
+                let me = self.config().node_id;
+                let replicas = runtime.replicas();
+                // Followers the leader does not count in sync (as last reported).
+                let lagging = replicas
+                    .iter()
+                    .filter(|r| !r.is_leader())
+                    .filter(|r| {
+                        runtime
+                            .leader_of(r.group)
+                            .is_some_and(|l| l.leader.is_some() && !l.isr.contains(&me))
+                    })
+                    .count();
+                let led: Vec<_> = replicas.into_iter().filter(|r| r.is_leader()).collect();
                 let movable = led.iter().filter(|r| r.voters.len() > 1).count();
                 let led: Vec<_> = led
                     .into_iter()
@@ -665,13 +673,14 @@ impl Shard {
                     .iter()
                     .filter(|r| r.in_sync().len() < r.voters.len())
                     .count();
-                (led.len(), urp, movable)
+                (led.len(), urp, movable, lagging)
             }
         };
         crate::router::ShardStats {
             leaders,
             under_replicated,
             movable,
+            lagging,
             connections: self.connections.get(),
         }
     }

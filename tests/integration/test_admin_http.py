@@ -185,3 +185,19 @@ def test_drain_moves_leaderships_and_flips_readiness(cluster3):
         return sum(total(scrape(n.admin), "strand_under_replicated_partitions") for n in survivors)
 
     wait_until(lambda: urp() >= P, 30, lambda: f"{P} under-replicated partitions, got {urp()}")
+
+    # Back: ready once it is in every leader's in-sync set again, and the
+    # under-replicated count returns to zero.
+    victim.start()
+    seen = set()
+
+    def ready():
+        status, body = http(victim.admin, "/readyz")
+        seen.add(body.strip().split(":")[0])
+        return status == 200
+
+    wait_until(ready, 60, lambda: f"node {victim.node_id} ready after its restart: {seen}")
+    print(f"node {victim.node_id} readiness answers while rejoining: {sorted(seen)}")
+    wait_until(lambda: urp() == 0, 30, lambda: f"no under-replicated partitions, got {urp()}")
+    parts = c.partitions(topic)
+    assert all(victim.node_id in m.isr for m in parts.values()), parts
