@@ -112,6 +112,13 @@ pub struct CreateArgs {
     pub configs: Vec<ConfigPair>,
 }
 
+/// `--output` alone (listings without other options).
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
 #[derive(Debug, Args)]
 pub struct ListArgs {
     #[arg(long, value_enum, default_value_t = Output::Text)]

@@ -63,7 +63,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, Message, StrBytes};
 
-use crate::cli::{ListArgs, Output};
+use crate::cli::{Output, OutputArgs};
 use crate::client::Client;
 use crate::cluster::{list_offsets_request, PartitionKey};
 use crate::errors::{check, error_name, BrokerError};
@@ -106,7 +106,7 @@ pub const COORDINATOR_RETRY: Retry = Retry {
 pub enum GroupCommand {
     /// List the groups of every broker with their protocol type and state
     /// (Metadata, then ListGroups to each broker).
-    List(ListArgs),
+    List(OutputArgs),
     /// Show a group's state, members and assignments, and per partition its committed
     /// offset, log end offset and lag (FindCoordinator, DescribeGroups, OffsetFetch,
     /// ListOffsets).
@@ -2313,7 +2313,7 @@ c-group  -              Empty
         let cli = parse(&["group", "list"]).expect("valid");
         assert!(matches!(
             cli.command,
-            Command::Group(GroupCommand::List(ListArgs {
+            Command::Group(GroupCommand::List(OutputArgs {
                 output: Output::Text
             }))
         ));

@@ -626,18 +626,7 @@ impl Coordinator {
         };
         let before = m.clone();
         let old_leader = g.leader.clone();
-        if let Some(t) = m.awaiting_join.take() {
-            out.push(Action::Reply(
-                t,
-                Reply::Join(JoinResponse::error(FENCED_INSTANCE_ID, old)),
-            ));
-        }
-        if let Some(t) = m.awaiting_sync.take() {
-            out.push(Action::Reply(
-                t,
-                Reply::Sync(SyncResponse::error(FENCED_INSTANCE_ID)),
-            ));
-        }
+        Self::answer_waiting(&mut m, FENCED_INSTANCE_ID, out);
         let id = r.fresh_member_id.clone();
         m.id = id.clone();
         m.client_id = r.client_id;
@@ -965,23 +954,25 @@ impl Coordinator {
             || g.state == State::CompletingRebalance && m.awaiting_sync.is_some()
     }
 
+    /// Answer the member's waiting JoinGroup/SyncGroup with `error`.
+    fn answer_waiting(m: &mut Member, error: i16, out: &mut Vec<Action>) {
+        if let Some(t) = m.awaiting_join.take() {
+            out.push(Action::Reply(
+                t,
+                Reply::Join(JoinResponse::error(error, &m.id)),
+            ));
+        }
+        if let Some(t) = m.awaiting_sync.take() {
+            out.push(Action::Reply(t, Reply::Sync(SyncResponse::error(error))));
+        }
+    }
+
     /// Remove a member, answering whatever it waits for.
     fn drop_member(g: &mut Group, id: &str, out: &mut Vec<Action>) {
         let Some(mut m) = g.members.remove(id) else {
             return;
         };
-        if let Some(t) = m.awaiting_join.take() {
-            out.push(Action::Reply(
-                t,
-                Reply::Join(JoinResponse::error(UNKNOWN_MEMBER_ID, id)),
-            ));
-        }
-        if let Some(t) = m.awaiting_sync.take() {
-            out.push(Action::Reply(
-                t,
-                Reply::Sync(SyncResponse::error(UNKNOWN_MEMBER_ID)),
-            ));
-        }
+        Self::answer_waiting(&mut m, UNKNOWN_MEMBER_ID, out);
         if let Some(i) = &m.instance_id {
             if g.instances.get(i).map(String::as_str) == Some(id) {
                 g.instances.remove(i);

@@ -423,50 +423,50 @@ impl Groups {
                     token,
                     value,
                 } => {
-                    let (this, shard, slot) = (self.clone(), shard.clone(), slot.clone());
-                    glommio::spawn_local(async move {
-                        let record = Record::group(&group, Some(&value));
-                        if Self::write(&shard, &slot, &[record]).await.is_err() {
-                            Self::invalidate(&slot, term);
-                            return;
-                        }
-                        let now = this.now();
-                        let actions = match slot.loaded.borrow_mut().as_mut() {
-                            Some(l) if l.term == term => {
-                                l.coordinator.static_member_stored(now, &group, token, true)
-                            }
-                            _ => return,
-                        };
-                        this.run_actions(&shard, &slot, term, actions);
-                    })
-                    .detach();
+                    let record = Record::group(&group, Some(&value));
+                    self.store(shard, slot, term, record, move |c, now| {
+                        c.static_member_stored(now, &group, token, true)
+                    });
                 }
                 Action::StoreGroup {
                     group,
                     generation,
                     value,
                 } => {
-                    let (this, shard, slot) = (self.clone(), shard.clone(), slot.clone());
-                    glommio::spawn_local(async move {
-                        let record = Record::group(&group, value.as_ref());
-                        let ok = Self::write(&shard, &slot, &[record]).await.is_ok();
-                        if !ok {
-                            Self::invalidate(&slot, term);
-                            return;
-                        }
-                        let now = this.now();
-                        let actions = match slot.loaded.borrow_mut().as_mut() {
-                            Some(l) if l.term == term => {
-                                l.coordinator.group_stored(now, &group, generation, ok)
-                            }
-                            _ => return,
-                        };
-                        this.run_actions(&shard, &slot, term, actions);
-                    })
-                    .detach();
+                    let record = Record::group(&group, value.as_ref());
+                    self.store(shard, slot, term, record, move |c, now| {
+                        c.group_stored(now, &group, generation, true)
+                    });
                 }
             }
         }
+    }
+
+    /// Write a group record in the background; once stored, tell the coordinator
+    /// (`stored`) and carry out what it answers. A failed write drops the loaded
+    /// state (waiting requests get NOT_COORDINATOR).
+    fn store(
+        self: &Rc<Self>,
+        shard: &Rc<Shard>,
+        slot: &Rc<Slot>,
+        term: u64,
+        record: Record,
+        stored: impl FnOnce(&mut Coordinator, u64) -> Vec<Action> + 'static,
+    ) {
+        let (this, shard, slot) = (self.clone(), shard.clone(), slot.clone());
+        glommio::spawn_local(async move {
+            if Self::write(&shard, &slot, &[record]).await.is_err() {
+                Self::invalidate(&slot, term);
+                return;
+            }
+            let now = this.now();
+            let actions = match slot.loaded.borrow_mut().as_mut() {
+                Some(l) if l.term == term => stored(&mut l.coordinator, now),
+                _ => return,
+            };
+            this.run_actions(&shard, &slot, term, actions);
+        })
+        .detach();
     }
 
     /// Serve a group request for `partition` (owned by this shard).

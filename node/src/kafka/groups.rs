@@ -34,6 +34,23 @@ use crate::router::{AdminOp, Op, OpResult};
 use crate::shard::Shard;
 use crate::topics::TopicConfig;
 
+/// Put partition entry `$p` under `$topic` in `$topics`, a list of `$ty` (response
+/// topics with `name` and `partitions`), adding the topic's entry if missing.
+macro_rules! push_partition {
+    ($topics:expr, $ty:ty, $topic:expr, $p:expr) => {{
+        let (topic, p) = ($topic, $p);
+        match $topics.iter_mut().find(|t| t.name.0.as_str() == topic) {
+            Some(t) => t.partitions.push(p),
+            None => {
+                let mut t = <$ty>::default();
+                t.name = topic_name(topic);
+                t.partitions.push(p);
+                $topics.push(t);
+            }
+        }
+    }};
+}
+
 /// Kafka's offset.metadata.max.bytes.
 const OFFSET_METADATA_BYTES_MAX: usize = 4096;
 const OFFSET_METADATA_TOO_LARGE: i16 = 12;
@@ -409,15 +426,7 @@ pub async fn offset_commit(shard: &Rc<Shard>, r: OffsetCommitRequest) -> OffsetC
         let mut p = OffsetCommitResponsePartition::default();
         p.partition_index = partition;
         p.error_code = code;
-        match out.topics.iter_mut().find(|t| t.name.0.as_str() == topic) {
-            Some(t) => t.partitions.push(p),
-            None => {
-                let mut t = OffsetCommitResponseTopic::default();
-                t.name = topic_name(&topic);
-                t.partitions.push(p);
-                out.topics.push(t);
-            }
-        }
+        push_partition!(out.topics, OffsetCommitResponseTopic, &topic, p);
     }
     out
 }
@@ -482,15 +491,7 @@ pub async fn offset_fetch(
                     .as_ref()
                     .and_then(|c| c.metadata.as_deref())
                     .unwrap_or("")));
-                match rg.topics.iter_mut().find(|t| t.name.0.as_str() == topic) {
-                    Some(t) => t.partitions.push(p),
-                    None => {
-                        let mut t = OffsetFetchResponseTopics::default();
-                        t.name = topic_name(&topic);
-                        t.partitions.push(p);
-                        rg.topics.push(t);
-                    }
-                }
+                push_partition!(rg.topics, OffsetFetchResponseTopics, &topic, p);
             }
             out.groups.push(rg);
         }
@@ -524,15 +525,7 @@ pub async fn offset_fetch(
         if version < 2 && code != errors::NONE {
             p.error_code = code;
         }
-        match out.topics.iter_mut().find(|t| t.name.0.as_str() == topic) {
-            Some(t) => t.partitions.push(p),
-            None => {
-                let mut t = OffsetFetchResponseTopic::default();
-                t.name = topic_name(&topic);
-                t.partitions.push(p);
-                out.topics.push(t);
-            }
-        }
+        push_partition!(out.topics, OffsetFetchResponseTopic, &topic, p);
     }
     out
 }
@@ -689,15 +682,7 @@ pub async fn offset_delete(shard: &Rc<Shard>, r: OffsetDeleteRequest) -> OffsetD
         let mut p = OffsetDeleteResponsePartition::default();
         p.partition_index = partition;
         p.error_code = code;
-        match out.topics.iter_mut().find(|t| t.name.0.as_str() == topic) {
-            Some(t) => t.partitions.push(p),
-            None => {
-                let mut t = OffsetDeleteResponseTopic::default();
-                t.name = topic_name(&topic);
-                t.partitions.push(p);
-                out.topics.push(t);
-            }
-        }
+        push_partition!(out.topics, OffsetDeleteResponseTopic, &topic, p);
     }
     out
 }
