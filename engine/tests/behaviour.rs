@@ -177,6 +177,33 @@ fn first_read_of_a_brand_new_file_works_on_a_fresh_executor() {
     });
 }
 
+/// Every shard opens its storage on the same data directory at the same moment:
+/// none may see the probe file another is writing (it once read 0 bytes and the
+/// node refused to start).
+#[test]
+fn shards_opening_a_fresh_data_dir_together_all_start() {
+    for round in 0..20 {
+        let dir = test_dir(&format!("probe-race-{round}"));
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(4));
+        let shards: Vec<_> = (0..4)
+            .map(|_| {
+                let (dir, barrier) = (dir.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    run(move || async move {
+                        barrier.wait();
+                        DmaStorage::open(&dir, false).await.map(|_| ())
+                    })
+                })
+            })
+            .collect();
+        for s in shards {
+            let opened = s.join().expect("the shard thread");
+            assert!(opened.is_ok(), "round {round}: {opened:?}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
 #[test]
 fn timestamp_lookup_finds_the_first_batch_at_or_after() {
     run(|| async {

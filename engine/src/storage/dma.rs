@@ -69,8 +69,17 @@ impl DmaStorage {
             .map(|m| m.len() < PAGE_BYTES as u64)
             .unwrap_or(true);
         if needs_write {
-            std::fs::write(&probe, vec![0x5a; PAGE_BYTES])
-                .map_err(|e| Error::io("writing", &probe, e))?;
+            // Every shard opens its storage at the same time: write a private file
+            // and rename it into place, so no shard ever reads a probe another one
+            // has just truncated (it read 0 bytes and refused to start).
+            let tmp = root.join(format!(
+                "{IO_PROBE_FILE}.{}.{:?}",
+                std::process::id(),
+                std::thread::current().id()
+            ));
+            std::fs::write(&tmp, vec![0x5a; PAGE_BYTES])
+                .map_err(|e| Error::io("writing", &tmp, e))?;
+            std::fs::rename(&tmp, &probe).map_err(|e| Error::io("renaming", &tmp, e))?;
         }
         let file = DmaFile::open(&probe)
             .await
