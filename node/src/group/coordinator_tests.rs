@@ -213,47 +213,38 @@ impl Sim {
                     group,
                     generation,
                     value,
-                } => {
-                    assert!(!group.is_empty(), "StoreGroup without its group");
-                    self.store_log
-                        .push((group.clone(), generation, value.clone()));
-                    let ok = self.store_ok
-                        && (self.store_fail_pct == 0
-                            || self.rng.u32(0..100) >= self.store_fail_pct);
-                    self.stores.push(PendingStore {
-                        due: self.now + self.store_delay,
-                        group,
-                        generation,
-                        ok,
-                        seq: self.store_log.len() as u64,
-                        value,
-                        token: None,
-                    });
-                }
+                } => self.start_store(group, generation, value, None),
                 Action::StoreMember {
                     group,
                     token,
                     value,
-                } => {
-                    assert!(!group.is_empty(), "StoreMember without its group");
-                    let generation = value.generation;
-                    self.store_log
-                        .push((group.clone(), generation, Some(value.clone())));
-                    let ok = self.store_ok
-                        && (self.store_fail_pct == 0
-                            || self.rng.u32(0..100) >= self.store_fail_pct);
-                    self.stores.push(PendingStore {
-                        due: self.now + self.store_delay,
-                        group,
-                        generation,
-                        ok,
-                        seq: self.store_log.len() as u64,
-                        value: Some(value),
-                        token: Some(token),
-                    });
-                }
+                } => self.start_store(group, value.generation, Some(value), Some(token)),
             }
         }
+    }
+
+    /// A group record write, completing (or failing) after the store delay.
+    fn start_store(
+        &mut self,
+        group: String,
+        generation: i32,
+        value: Option<GroupValue>,
+        token: Option<Token>,
+    ) {
+        assert!(!group.is_empty(), "a store action without its group");
+        self.store_log
+            .push((group.clone(), generation, value.clone()));
+        let ok = self.store_ok
+            && (self.store_fail_pct == 0 || self.rng.u32(0..100) >= self.store_fail_pct);
+        self.stores.push(PendingStore {
+            due: self.now + self.store_delay,
+            group,
+            generation,
+            ok,
+            seq: self.store_log.len() as u64,
+            value,
+            token,
+        });
     }
 
     fn due_store(&self) -> Option<usize> {

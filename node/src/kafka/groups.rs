@@ -460,6 +460,15 @@ async fn fetch_offsets(
     }
 }
 
+/// The (topic, partition) pairs an OffsetFetch names (its two topic types).
+fn requested<'a>(
+    topics: impl Iterator<Item = (&'a TopicName, &'a Vec<i32>)>,
+) -> Vec<(String, i32)> {
+    topics
+        .flat_map(|(name, partitions)| partitions.iter().map(|p| (name.0.to_string(), *p)))
+        .collect()
+}
+
 pub async fn offset_fetch(
     shard: &Rc<Shard>,
     r: OffsetFetchRequest,
@@ -469,15 +478,10 @@ pub async fn offset_fetch(
     if version >= 8 {
         for g in &r.groups {
             let group = g.group_id.0.to_string();
-            let partitions = g.topics.as_ref().map(|ts| {
-                ts.iter()
-                    .flat_map(|t| {
-                        t.partition_indexes
-                            .iter()
-                            .map(|p| (t.name.0.to_string(), *p))
-                    })
-                    .collect()
-            });
+            let partitions = g
+                .topics
+                .as_ref()
+                .map(|ts| requested(ts.iter().map(|t| (&t.name, &t.partition_indexes))));
             let (code, list) = fetch_offsets(shard, &group, partitions).await;
             let mut rg = OffsetFetchResponseGroup::default();
             rg.group_id = g.group_id.clone();
@@ -498,15 +502,10 @@ pub async fn offset_fetch(
         return out;
     }
     let group = r.group_id.0.to_string();
-    let partitions = r.topics.as_ref().map(|ts| {
-        ts.iter()
-            .flat_map(|t| {
-                t.partition_indexes
-                    .iter()
-                    .map(|p| (t.name.0.to_string(), *p))
-            })
-            .collect()
-    });
+    let partitions = r
+        .topics
+        .as_ref()
+        .map(|ts| requested(ts.iter().map(|t| (&t.name, &t.partition_indexes))));
     let (code, list) = fetch_offsets(shard, &group, partitions).await;
     if version >= 2 {
         out.error_code = code;
