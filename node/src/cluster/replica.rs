@@ -529,11 +529,13 @@ impl Replica {
                                 None => return Err("a proposal append without a batch".into()),
                             },
                             PayloadSource::Message => {
-                                let (first, payloads) = &*message_payloads;
-                                let k = entry
-                                    .index
-                                    .checked_sub(*first)
-                                    .and_then(|k| payloads.get(usize::try_from(k).ok()?).cloned());
+                                // Taken, not cloned: the log then owns the only
+                                // reference and appends the buffer without a copy.
+                                let (first, payloads) = &mut *message_payloads;
+                                let k = entry.index.checked_sub(*first).and_then(|k| {
+                                    let slot = payloads.get_mut(usize::try_from(k).ok()?)?;
+                                    Some(std::mem::take(slot)).filter(|p| !p.is_empty())
+                                });
                                 match k {
                                     Some(p) => p,
                                     None => {
@@ -623,7 +625,11 @@ impl Replica {
     /// Write one entry's batch at the end of the log, stamped with its term.
     async fn append_entry(&self, entry: EntryId, payload: Bytes) -> Result<(u64, u64), String> {
         debug_assert_eq!(entry.index, self.offsets.borrow().last_index() + 1);
-        let mut bytes = BytesMut::from(&payload[..]);
+        // A follower's payload is its own buffer (no copy); a proposal's is a slice
+        // of the request (copied once, here).
+        let mut bytes = payload
+            .try_into_mut()
+            .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
         let epoch = i32::try_from(entry.term).map_err(|_| "term past int32".to_string())?;
         batch::set_partition_leader_epoch(&mut bytes, epoch);
         let header =

@@ -485,7 +485,6 @@ impl Runtime {
 
     fn handle_frame(self: &Rc<Self>, incoming: Incoming, scratch: &mut FrameBuffer) {
         let from = incoming.from;
-        // Payloads are handed on as slices of the received buffer, not copies.
         let frame = Bytes::from_owner(incoming.frame);
         let decoded = match net::decode(&frame, scratch) {
             Ok(d) => d,
@@ -516,6 +515,9 @@ impl Runtime {
                 let Some(replica) = self.replica(msg.group) else {
                     return;
                 };
+                // One copy per payload, into a buffer of its own that the log then
+                // takes over as it is: slices of the frame would pin the whole
+                // received buffer in the log's tail cache.
                 let payloads = msg
                     .payloads
                     .iter()
