@@ -6,16 +6,16 @@
 # the first acknowledged produce on that partition).
 #
 #   scripts/bench-replication.sh [--duration 20s] [--kills 20] [--cores 1] [--producers 4]
-#                                [--data-dir DIR]
+#                                [--max-in-flight 5] [--data-dir DIR]
 #
 # Figures go to stdout and to target/bench-replication/<time>/ (bench summaries,
 # histograms, resources, failover.json). The nodes keep their data under that
 # directory too, or under --data-dir (to measure another disk). --kills 0 skips the
-# failover part.
+# failover part. The nodes' data directories are deleted at exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-duration=20s kills=20 cores=1 producers=4 partitions=12 size=1KiB data_dir=
+duration=20s kills=20 cores=1 producers=4 partitions=12 size=1KiB data_dir= in_flight=5
 while [ $# -gt 0 ]; do
     case "$1" in
         --duration) duration=$2; shift 2 ;;
@@ -25,6 +25,7 @@ while [ $# -gt 0 ]; do
         --partitions) partitions=$2; shift 2 ;;
         --size) size=$2; shift 2 ;;
         --data-dir) data_dir=$2; shift 2 ;;
+        --max-in-flight) in_flight=$2; shift 2 ;;
         *) echo "unknown flag $1 (see the header of $0)" >&2; exit 2 ;;
     esac
 done
@@ -43,7 +44,8 @@ if [ -n "$data_dir" ]; then
     mkdir -p "$data_dir"
 fi
 $bin/strand dev-cluster up --nodes 3 --dir "$cluster" --cores "$cores"
-trap '$bin/strand dev-cluster down --dir "$cluster" >/dev/null || true' EXIT
+# The nodes' data (gigabytes after a run) goes at exit; their logs stay.
+trap '$bin/strand dev-cluster down --dir "$cluster" >/dev/null || true; rm -rf "$cluster"/node-*/data' EXIT
 bootstrap=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['bootstrap'])" "$cluster/cluster.json")
 
 pids=$(python3 -c "import json,sys; print(','.join(str(n['pid']) for n in json.load(open(sys.argv[1]))['nodes']))" "$cluster/cluster.json")
@@ -60,7 +62,7 @@ for rf in 1 3; do
     sampler=$!
     $bin/strand-bench --bootstrap "$bootstrap" --topic "bench-rf$rf" --replication-factor $rf \
         --partitions "$partitions" --producers "$producers" --consumers 0 --message-size "$size" \
-        --acks all --duration "$duration" --warmup 3s --out "$out/rf$rf" --label "rf$rf" --quiet
+        --acks all --max-in-flight "$in_flight" --duration "$duration" --warmup 3s --out "$out/rf$rf" --label "rf$rf" --quiet
     wait "$sampler"
 done
 
