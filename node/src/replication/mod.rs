@@ -31,11 +31,21 @@
 //!    state machine also ignores reports whose `(index, term)` it no longer holds.
 //!    Sends that follow an append may leave before that sync: a leader streams
 //!    entries while its own fsync runs.
-//! 3. [`Action::CommitAdvanced`] is published (acks=all answered, the high watermark
-//!    shown to fetches) only after the commit checkpoint holding it is durable. The
-//!    checkpoint may be shared by all groups of a shard and written once per round.
-//!    A restarted replica is built ([`Raft::new`]) from that checkpoint, its hard
-//!    state and its recovered log, so its high watermark never goes back.
+//! 3. [`Action::CommitAdvanced`] may be published at once: what it covers is durable
+//!    on a quorum, so acks=all is answered for it. Record it in a commit checkpoint
+//!    when convenient (lazily; one write for all groups of a shard). A restarted
+//!    replica is built ([`Raft::new`]) from that checkpoint, its hard state and its
+//!    recovered log; the checkpoint may be older than what it published.
+//!
+//! **Reads only where [`Raft::serves_reads`].** Clients read (fetch, list offsets)
+//! only from a leader whose commit index covers an entry of its own term. Every
+//! committed entry of an earlier term is in its log below that entry (Leader
+//! Completeness), so the high watermark readers see never goes back: not across a
+//! failover (a new leader's commit index starts at whatever it heard as a follower)
+//! and not across a restart from an older checkpoint. A new leader gets there with its
+//! first committed entry, one replication round after the election. (A deposed leader
+//! that has not heard of its successor keeps showing its own, older, watermark until
+//! CheckQuorum steps it down, within an election timeout.)
 //!
 //! **No ack before durable.** A follower's [`AppendOutcome::Accepted`] counts toward
 //! the quorum only through its `durable_index` (matching the leader *and* reported by

@@ -205,10 +205,10 @@ pub enum Action {
         to: NodeId,
         snapshot: InstallSnapshot,
     },
-    /// The commit index (the high watermark) moved up. Record it in the commit
-    /// checkpoint, durably, before publishing it: acks=all answers for entries at or
-    /// below it and fetches see it as the high watermark only then. A restarted
-    /// replica is built with that checkpoint, so its high watermark never goes back.
+    /// The commit index (the high watermark) moved up: entries at or below it are
+    /// durable on a quorum, so acks=all may answer for them. Readers see it only
+    /// where [`Raft::serves_reads`]. Record it in the commit checkpoint when
+    /// convenient (lazily): a restarted replica is built with that checkpoint.
     CommitAdvanced {
         commit_index: Index,
     },
@@ -501,6 +501,16 @@ impl Raft {
 
     pub fn persisted_index(&self) -> Index {
         self.persisted_index
+    }
+
+    /// Whether this replica may show its commit index to readers: it leads, and its
+    /// commit index covers an entry of its own term. By Leader Completeness its log
+    /// then holds every entry any earlier leader committed, and its commit index is
+    /// past them all; before that (a new leader, or one restarted from an older
+    /// commit checkpoint) it may be behind what was already shown.
+    pub fn serves_reads(&self) -> bool {
+        matches!(self.role, Role::Leader(_))
+            && self.log.term_at(self.commit_index) == Some(self.hard_state.term)
     }
 
     pub fn log(&self) -> &LogTerms {

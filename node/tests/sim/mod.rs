@@ -164,6 +164,15 @@ pub struct Node {
     /// A stalled disk: syncs do not complete while set.
     pub hold_syncs: bool,
     sync_ms_max: u64,
+    /// The commit index this incarnation published (acks answered, followers'
+    /// watermark). The disk's commit checkpoint catches up with it lazily, so a crash
+    /// can take a restarted replica back to an older one.
+    published: Index,
+    /// Whether the replica shows its commit index to readers now, and the highest
+    /// one it ever showed, over all its incarnations: readers must never see it go
+    /// back.
+    serving: bool,
+    served_max: Index,
 }
 
 /// A proposal accepted by a leader, waiting for the commit index to pass it.
@@ -300,6 +309,9 @@ impl Sim {
                 timer_at: u64::MAX,
                 hold_syncs: false,
                 sync_ms_max: 10,
+                published: 0,
+                serving: false,
+                served_max: 0,
             });
         }
         for i in 0..n {
@@ -436,14 +448,21 @@ impl Sim {
         let config = raft_config(id, self.cut.len());
         match Raft::new(config, recovered, seed, self.now_ms) {
             Ok(raft) => {
+                // Retention removes only committed entries, so a checkpoint older than
+                // the log's start moves up to it.
+                let disk = &self.nodes[i].disk;
+                let expected = disk.commit_checkpoint.max(disk.base().index);
                 check!(
                     self,
-                    raft.commit_index() == self.nodes[i].disk.commit_checkpoint,
-                    "node {id} restarted with commit {} below its checkpoint {}",
+                    raft.commit_index() == expected,
+                    "node {id} restarted with commit {}, not its checkpoint {} (log start {})",
                     raft.commit_index(),
-                    self.nodes[i].disk.commit_checkpoint
+                    disk.commit_checkpoint,
+                    disk.base().index
                 );
+                self.nodes[i].published = raft.commit_index();
                 self.nodes[i].raft = Some(raft);
+                self.nodes[i].serving = false;
                 self.nodes[i].timer_at = u64::MAX;
                 self.note(|| format!("node {id} starts"));
                 self.arm_timer(i);
@@ -529,6 +548,7 @@ impl Sim {
             self.apply(i, action, source);
         }
         self.check_replica_matches_disk(i);
+        self.check_served_watermark(i);
         self.arm_timer(i);
         Some(result)
     }
@@ -563,6 +583,7 @@ impl Sim {
         let Some((durable, began_at)) = self.nodes[i].disk.complete_sync() else {
             return;
         };
+        self.maybe_checkpoint(i);
         // Half the time, first the report a naive I/O layer would make: the end of
         // the log when the sync began. After a truncation it is stale, and the
         // replica must see that from the term.
@@ -671,12 +692,11 @@ impl Sim {
     fn truncate(&mut self, i: usize, from_index: Index) {
         self.stats.truncations += 1;
         let id = self.nodes[i].id;
-        let disk = &self.nodes[i].disk;
-        let (checkpoint, last) = (disk.commit_checkpoint, disk.last_index());
+        let (commit, last) = (self.nodes[i].published, self.nodes[i].disk.last_index());
         check!(
             self,
-            from_index > checkpoint,
-            "node {id} truncates from {from_index}, at or below its commit {checkpoint}"
+            from_index > commit,
+            "node {id} truncates from {from_index}, at or below its commit {commit}"
         );
         for index in from_index..=last {
             let Some(s) = self.nodes[i].disk.get(index) else {
@@ -864,7 +884,7 @@ impl Sim {
         let id = self.nodes[i].id;
         let disk = &self.nodes[i].disk;
         let (old, durable, base) = (
-            disk.commit_checkpoint,
+            self.nodes[i].published,
             disk.durable_index(),
             disk.base().index,
         );
@@ -886,7 +906,8 @@ impl Sim {
             };
             self.record_committed(index, s.term, s.payload);
         }
-        self.nodes[i].disk.commit_checkpoint = commit_index;
+        self.nodes[i].published = commit_index;
+        self.maybe_checkpoint(i);
         self.stats.max_commit = self.stats.max_commit.max(commit_index);
         // Acknowledge the producers this leader was serving.
         let incarnation = self.nodes[i].incarnation;
@@ -903,6 +924,61 @@ impl Sim {
                 self.ack(a);
             }
         }
+    }
+
+    /// The I/O layer writes the commit checkpoint when it gets round to it: here at
+    /// random moments (half the commits, half the syncs), never ahead of the commit.
+    fn maybe_checkpoint(&mut self, i: usize) {
+        if self.rng.bool() {
+            let node = &mut self.nodes[i];
+            debug_assert!(node.published >= node.disk.commit_checkpoint);
+            node.disk.commit_checkpoint = node.published;
+        }
+    }
+
+    /// What readers see never goes back: a replica shows its commit index only while
+    /// [`Raft::serves_reads`]; a leader of term T then shows at least every entry of
+    /// an earlier term ever committed (Leader Completeness: such entries all sit
+    /// below its own first entry), and a node never shows less than it (in any
+    /// incarnation) showed before. A deposed leader that has not heard of its
+    /// successor yet still shows its own, older, watermark until it steps down.
+    fn check_served_watermark(&mut self, i: usize) {
+        let Some(raft) = &self.nodes[i].raft else {
+            return;
+        };
+        let (id, serves, commit, term) = (
+            raft.id(),
+            raft.serves_reads(),
+            raft.commit_index(),
+            raft.term(),
+        );
+        if !serves {
+            self.nodes[i].serving = false;
+            return;
+        }
+        if !self.nodes[i].serving {
+            let earlier_terms_max = self
+                .committed
+                .iter()
+                .enumerate()
+                .rev()
+                .find(|(_, c)| c.is_some_and(|(t, _)| t < term))
+                .map_or(0, |(ix, _)| ix as Index);
+            check!(
+                self,
+                commit >= earlier_terms_max,
+                "node {id} starts serving reads in term {term} at {commit}, below entry \
+                 {earlier_terms_max} of an earlier term, committed"
+            );
+            self.nodes[i].serving = true;
+        }
+        let before = self.nodes[i].served_max;
+        check!(
+            self,
+            commit >= before,
+            "node {id} shows readers a high watermark of {commit}, after {before}"
+        );
+        self.nodes[i].served_max = commit.max(before);
     }
 
     fn ack(&mut self, a: Attempt) {
@@ -961,7 +1037,8 @@ impl Sim {
         let ok = raft.log().last() == disk_last
             && raft.log().base() == disk.base()
             && raft.persisted_index() <= disk.durable_index()
-            && raft.commit_index() == disk.commit_checkpoint
+            && raft.commit_index() == self.nodes[i].published
+            && disk.commit_checkpoint <= self.nodes[i].published
             && raft.hard_state() == disk.hard_state;
         if !ok {
             let what = format!(
