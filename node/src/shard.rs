@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicI64};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::sync::Semaphore;
@@ -22,6 +22,11 @@ use crate::kafka::{errors, list_offsets};
 use crate::partition::Partition;
 use crate::router::{AdminOp, Envelope, Op, OpResult, PartitionStatus, Router};
 use crate::topics::{self, partition_dir, TopicConfig, Topics, TopicsView};
+
+/// How long a client read waits for a new leader to serve reads before it is told
+/// NOT_LEADER_OR_FOLLOWER (normally one replication round after the election; a
+/// leader that cannot reach a quorum never does).
+const NEW_LEADER_READ_WAIT: Duration = Duration::from_millis(500);
 
 /// Things every shard shares (read-only or atomic).
 #[derive(Debug)]
@@ -194,14 +199,20 @@ impl Shard {
     }
 
     /// The partition to serve a client read from: on a single node any partition;
-    /// in a cluster only one this node leads.
+    /// in a cluster only one this node leads, once it serves reads (a new leader's
+    /// high watermark could be behind the one clients saw from the last leader; it
+    /// catches up within a replication round, which is waited for here).
     async fn served_partition(&self, topic: &str, partition: i32) -> Result<Rc<Partition>, i16> {
         if self.cluster().is_some() {
-            Ok(self
-                .leader_replica(topic, partition)
-                .await?
-                .partition
-                .clone())
+            let replica = self.leader_replica(topic, partition).await?;
+            if !replica.serves_reads()
+                && !replica
+                    .wait_serves_reads(Instant::now() + NEW_LEADER_READ_WAIT)
+                    .await
+            {
+                return Err(errors::NOT_LEADER_OR_FOLLOWER);
+            }
+            Ok(replica.partition.clone())
         } else {
             self.partition(topic, partition).await
         }

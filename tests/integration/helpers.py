@@ -19,8 +19,7 @@ def producer(bootstrap, **overrides):
 
 
 def consumer(bootstrap, **overrides):
-    # librdkafka insists on a group.id, but assign() never joins the group
-    # (consumer groups are not implemented by the node yet).
+    # librdkafka insists on a group.id; assign() never joins the group.
     conf = {
         "bootstrap.servers": bootstrap,
         "broker.address.family": "v4",

@@ -249,17 +249,70 @@ def measure_failover(cluster, topic, load, node_id, partitions, t0, timeout_s=30
 # ---------------------------------------------------------------------------
 
 
+class WatermarkWatch:
+    """A thread asking the cluster for every partition's high watermark (ListOffsets
+    through librdkafka, which goes to the leader it knows) as often as it can. What
+    readers are shown must never go back, across leader kills and restarts; answers
+    refused during elections are skipped."""
+
+    def __init__(self, bootstrap, topic, partitions):
+        self.c = consumer(bootstrap)
+        self.topic, self.partitions = topic, partitions
+        self.seen = defaultdict(list)  # partition -> [high watermark, ...] in order
+        self.refused = 0
+        self.refusals = defaultdict(int)
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self.stop_event.is_set():
+            try:
+                # A consumer knows only the partitions of topics in its metadata.
+                self.c.list_topics(self.topic, timeout=2)
+            except Exception as e:
+                self.refusals[str(e)[:80]] += 1
+            for p in range(self.partitions):
+                try:
+                    _, high = self.c.get_watermark_offsets(TopicPartition(self.topic, p),
+                                                           timeout=2, cached=False)
+                except Exception as e:  # elections, a dead leader: librdkafka raises
+                    self.refused += 1
+                    self.refusals[str(e)[:80]] += 1
+                    continue
+                self.seen[p].append(high)
+            time.sleep(0.01)
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def stop(self):
+        self.stop_event.set()
+        self.thread.join(30)
+        self.c.close()
+
+    def check(self):
+        for p in range(self.partitions):
+            seen = self.seen[p]
+            assert len(seen) > 10, f"partition {p}: only {len(seen)} watermarks read"
+            backwards = [(a, b) for a, b in zip(seen, seen[1:]) if b < a]
+            assert not backwards, f"partition {p}: the high watermark went back: {backwards[:5]}"
+        return sum(len(s) for s in self.seen.values())
+
+
 def test_acks_all_survives_repeated_leader_kill9(cluster3):
     """kill -9 a partition leader four times (one not killed before if possible) under a
     continuous acks=all idempotent produce stream; each time the killed node is
     restarted after ~2 s and must be back in every ISR before the next kill. Every
     acknowledged record is read back exactly once, in per-key order, at its
-    acknowledged offset, and each failover takes less than FAILOVER_MAX_S."""
+    acknowledged offset, and each failover takes less than FAILOVER_MAX_S. Meanwhile
+    the high watermark the cluster shows readers never goes back."""
     c = cluster3
     topic, P = "kill9", 3
     c.create_topic(topic, P)
     c.wait_in_sync(topic, P)
     load = Load(c.bootstrap, topic).start()
+    watch = WatermarkWatch(c.bootstrap, topic, P).start()
     failovers = []
     try:
         load.wait_acks(1000)
@@ -288,6 +341,9 @@ def test_acks_all_survives_repeated_leader_kill9(cluster3):
             load.wait_acks(300)
     finally:
         load.stop()
+        watch.stop()
+    reads = watch.check()
+    print(f"high watermarks read: {reads}, refused: {watch.refused} {dict(watch.refusals)}")
     print("failover: " + ", ".join(f"{t:.2f}s" for t in failovers) + f" (killed nodes {killed})")
     assert len(failovers) == 4
     check_acked(c, topic, P, load)

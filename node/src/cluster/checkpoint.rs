@@ -1,10 +1,13 @@
 //! The commit checkpoint of one shard: the commit index of every group the shard
-//! hosts, made durable before any of them is published (acks=all answered, the high
-//! watermark shown). A restarted replica starts from it, so its high watermark never
-//! goes back.
+//! hosts, written lazily (off the acknowledgement's path, see
+//! `crate::replication`). A restarted replica starts from it rather than from zero,
+//! so a follower's high watermark and the controller's applied state come back at
+//! once; it may be a little older than what the replica had published, which loses
+//! nothing: commits are durable on a quorum, and a leader serves reads only once its
+//! commit is past everything shown before.
 //!
 //! One file write and one fdatasync cover every group that advanced since the last
-//! round (group commit). Two files are written in turn, each stamped with a sequence
+//! round. Two files are written in turn, each stamped with a sequence
 //! number and a CRC32C, so a write torn by a crash leaves the other one readable.
 
 use std::collections::BTreeMap;

@@ -355,7 +355,7 @@ impl Replica {
     }
 
     /// Produce one batch through the group: the leader appends it, and with acks=all
-    /// answers once the batch is committed (on a quorum, durably, and checkpointed).
+    /// answers once the batch is committed (on a quorum, durably).
     pub async fn produce(&self, records: Bytes, acks: i16, max_message_bytes: u32) -> Produced {
         let log_start = self.partition.log.start_offset() as i64;
         let reply = |error_code, base_offset| Produced {
@@ -584,7 +584,8 @@ impl Replica {
                     );
                 }
                 Action::CommitAdvanced { commit_index } => {
-                    runtime.checkpoint_commit(self.group, commit_index)
+                    self.publish(commit_index);
+                    runtime.checkpoint_commit(self.group, commit_index);
                 }
                 Action::BecameLeader { term } => {
                     self.set_view(runtime, RoleKind::Leader, Some(runtime.node_id), term)
@@ -746,10 +747,19 @@ impl Replica {
         Ok(out)
     }
 
-    /// The checkpoint holding `commit_index` is durable: show it.
+    /// The commit index moved up (or was recovered at open): answer the acks=all
+    /// produces it covers and show it as the high watermark. A leader shows it only
+    /// once [`Raft::serves_reads`]: before that it may be behind what an earlier
+    /// leader (or this node before a restart) already showed.
     pub fn publish(&self, commit_index: Index) {
         if commit_index <= self.published_commit.get() && commit_index != 0 {
             return;
+        }
+        {
+            let raft = self.raft.borrow();
+            if raft.role() == RoleKind::Leader && !raft.serves_reads() {
+                return;
+            }
         }
         let Some(hw) = self.offsets.borrow().end_of(commit_index) else {
             return;
@@ -759,6 +769,21 @@ impl Replica {
         if let Some(runtime) = self.runtime.upgrade() {
             runtime.committed(self, commit_index);
         }
+    }
+
+    /// Whether clients may read from this replica now: it leads and shows a high
+    /// watermark no lower than any shown before ([`Raft::serves_reads`]).
+    pub fn serves_reads(&self) -> bool {
+        self.raft.borrow().serves_reads()
+    }
+
+    /// Wait (until `deadline`) for a new leader to serve reads: one round of
+    /// replication after its election. False if it still does not, or lost the lead.
+    pub async fn wait_serves_reads(&self, deadline: Instant) -> bool {
+        self.partition
+            .wait_hw(deadline, || self.serves_reads() || !self.is_leader())
+            .await;
+        self.serves_reads()
     }
 
     pub fn published_commit(&self) -> Index {
