@@ -31,6 +31,13 @@ use crate::replication::{
     ProposeError, Raft, Recovered, RoleKind, Term,
 };
 
+/// How far behind the commit index a follower may be, in time, and still count as
+/// in sync (Kafka's replica.lag.time.max.ms, 30 s there). Under load the slower of
+/// two followers is always a round or two behind the faster one, which moves the
+/// commit index: an instantaneous comparison would flap it in and out of the ISR
+/// (and the under-replicated count and readiness with it).
+const IN_SYNC_LAG_MS: u64 = 1000;
+
 /// How long an acks=all produce waits for its batch to commit.
 const COMMIT_WAIT: Duration = Duration::from_secs(30);
 /// Most bytes read from the log for one outgoing append.
@@ -135,6 +142,9 @@ pub struct Replica {
     runtime: Weak<Runtime>,
     view: Cell<RoleView>,
     published_commit: Cell<Index>,
+    /// While leading: `(now_ms, commit index)` over the last [`IN_SYNC_LAG_MS`],
+    /// and the newest one before that.
+    commit_history: RefCell<VecDeque<(u64, Index)>>,
     /// Set once the replica cannot go on (a failed truncation or hard-state write):
     /// it stops acting rather than risk acknowledging what it did not keep.
     failed: Cell<bool>,
@@ -270,6 +280,7 @@ impl Replica {
                 term: raft.term(),
             }),
             published_commit: Cell::new(0),
+            commit_history: RefCell::new(VecDeque::new()),
             raft: RefCell::new(raft),
             offsets: RefCell::new(offsets),
             hard_state_path,
@@ -290,16 +301,27 @@ impl Replica {
         self.view.get().role == RoleKind::Leader
     }
 
-    /// On the leader: the replicas in sync (durable through the commit index and
-    /// heard from lately), itself included.
+    /// On the leader: the replicas in sync, itself included: heard from within
+    /// [`IN_SYNC_LAG_MS`], and durable through the commit index as it was that long
+    /// ago (a younger leader: its first commit; none yet: the current one).
     pub fn in_sync(&self) -> Vec<NodeId> {
         let raft = self.raft.borrow();
         let mut isr = vec![raft.id()];
-        let commit = raft.commit_index();
+        let now = self.runtime.upgrade().map_or(0, |rt| rt.now_ms());
+        let history = self.commit_history.borrow();
+        let threshold = history
+            .iter()
+            .rev()
+            .find(|&&(at, _)| at + IN_SYNC_LAG_MS <= now)
+            .or(history.front())
+            .map_or(raft.commit_index(), |&(_, commit)| commit);
         isr.extend(
             raft.followers()
                 .iter()
-                .filter(|f| f.recently_active && f.match_index >= commit)
+                .filter(|f| {
+                    f.heard_ms.is_some_and(|at| at + IN_SYNC_LAG_MS > now)
+                        && f.match_index >= threshold
+                })
                 .map(|f| f.node),
         );
         isr.sort_unstable();
@@ -584,6 +606,9 @@ impl Replica {
                     );
                 }
                 Action::CommitAdvanced { commit_index } => {
+                    if self.raft.borrow().role() == RoleKind::Leader {
+                        self.note_commit(runtime.now_ms(), commit_index);
+                    }
                     self.publish(commit_index);
                     runtime.checkpoint_commit(self.group, commit_index);
                 }
@@ -606,8 +631,25 @@ impl Replica {
         Ok(())
     }
 
+    /// Keep the commits of the last [`IN_SYNC_LAG_MS`] and the newest one before,
+    /// one per 10 ms at most (so at most ~100 per partition).
+    fn note_commit(&self, now_ms: u64, commit_index: Index) {
+        let mut history = self.commit_history.borrow_mut();
+        match history.back_mut() {
+            Some(last) if now_ms < last.0 + 10 => last.1 = commit_index,
+            _ => history.push_back((now_ms, commit_index)),
+        }
+        while history.len() > 1 && history[1].0 + IN_SYNC_LAG_MS <= now_ms {
+            history.pop_front();
+        }
+    }
+
     fn set_view(&self, runtime: &Rc<Runtime>, role: RoleKind, leader: Option<NodeId>, term: Term) {
         let view = RoleView { role, leader, term };
+        if view.term != self.view.get().term || view.role != RoleKind::Leader {
+            // Another term's (or no) leadership: its commits say nothing of this one.
+            self.commit_history.borrow_mut().clear();
+        }
         if self.view.replace(view) != view {
             tracing::info!(
                 topic = %self.topic,

@@ -17,6 +17,8 @@ pub(crate) struct Progress {
     pub(crate) state: SendState,
     /// Heard from in the current CheckQuorum period.
     pub(crate) recent_active: bool,
+    /// When this leader last heard from it (`now_ms`), if ever.
+    pub(crate) heard_ms: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,6 +49,7 @@ impl Progress {
             next_index,
             state: SendState::Probe { in_flight: false },
             recent_active,
+            heard_ms: None,
         }
     }
 
@@ -196,6 +199,7 @@ impl Progress {
     /// overdue snapshot.
     pub(crate) fn on_alive(&mut self, now_ms: u64) {
         self.recent_active = true;
+        self.heard_ms = Some(now_ms);
         match self.state {
             SendState::Probe { .. } => self.state = SendState::Probe { in_flight: false },
             SendState::Snapshot { deadline_ms, .. } if now_ms >= deadline_ms => {

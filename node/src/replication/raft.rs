@@ -278,6 +278,8 @@ pub struct FollowerStatus {
     pub match_index: Index,
     /// Heard from in the current quorum-check period.
     pub recently_active: bool,
+    /// When the leader last heard from it (its `now_ms`), if ever.
+    pub heard_ms: Option<u64>,
 }
 
 /// Messages dropped, by reason. For metrics; a correct peer causes only `stale`.
@@ -541,6 +543,7 @@ impl Raft {
                     node: p.node,
                     match_index: p.match_index,
                     recently_active: p.recent_active,
+                    heard_ms: p.heard_ms,
                 })
                 .collect(),
             _ => Vec::new(),
@@ -1324,6 +1327,7 @@ impl Raft {
             return;
         };
         pr.recent_active = true;
+        pr.heard_ms = Some(now_ms);
         match r.outcome {
             AppendOutcome::Accepted {
                 matching_index,
