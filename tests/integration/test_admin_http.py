@@ -44,6 +44,14 @@ def total(samples, name, **labels):
     return sum(v for (n, ls), v in samples.items() if n == name and want <= set(ls))
 
 
+def topic_on_ready_cluster(c, topic, partitions):
+    """Create `topic`, wait until every replica is in sync and every node ready."""
+    c.create_topic(topic, partitions)
+    c.wait_in_sync(topic, partitions)
+    for n in c.nodes:
+        wait_until(lambda: http(n.admin, "/readyz")[0] == 200, 30, f"node {n.node_id} ready")
+
+
 @pytest.mark.node_args("--auto-create-topics", "false")
 def test_metrics_move_under_load_and_parse(node, cli):
     topic, partitions, n, size = "metrics-load", 3, 3000, 200
@@ -120,10 +128,8 @@ def test_health_ready_and_drain_on_a_single_node(node):
 def test_drain_moves_leaderships_and_flips_readiness(cluster3):
     c = cluster3
     topic, P = "drained", 6
-    c.create_topic(topic, P)
-    c.wait_in_sync(topic, P)
+    topic_on_ready_cluster(c, topic, P)
     for n in c.nodes:
-        wait_until(lambda: http(n.admin, "/readyz")[0] == 200, 30, f"node {n.node_id} ready")
         assert http(n.admin, "/healthz") == (200, "ok\n")
     leaders = {p: m.leader for p, m in c.partitions(topic).items()}
     target = max(c.nodes, key=lambda n: sum(1 for l in leaders.values() if l == n.node_id))
@@ -216,10 +222,7 @@ def test_in_sync_sets_hold_steady_under_load(cluster3):
     under-replicated count was non-zero in nearly every scrape under load)."""
     c = cluster3
     topic, P = "steady", 6
-    c.create_topic(topic, P)
-    c.wait_in_sync(topic, P)
-    for n in c.nodes:
-        wait_until(lambda: http(n.admin, "/readyz")[0] == 200, 30, f"node {n.node_id} ready")
+    topic_on_ready_cluster(c, topic, P)
     p = producer(c.bootstrap, **{"linger.ms": 2})
     failed = []
     samples, bad = 0, []
